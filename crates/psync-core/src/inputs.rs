@@ -1,0 +1,179 @@
+//! The landed tables as the views see them: a [`DataFrame`] with the columns a
+//! view needs, whatever the lake holds (a missing table reads as empty, a missing
+//! optional column as NULL), plus the warnings that go into the run record.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::empty::EmptyTable;
+use datafusion::error::Result;
+use datafusion::prelude::{DataFrame, Expr, SessionContext, col, ident, lit};
+use psync_lake_io::Lake;
+use psync_lake_io::schema::{SEQ_COLUMN, time_type};
+
+/// `id_graph_updates`: one row per profile creation or merge.
+pub const ID_GRAPH_UPDATES: &str = "id_graph_updates";
+/// `external_id_mapping_updates`: the segment_id each identifier was seen on.
+pub const EXTERNAL_ID_MAPPING_UPDATES: &str = "external_id_mapping_updates";
+/// `profile_traits_updates`: trait values written on identify calls and merges.
+pub const PROFILE_TRAITS_UPDATES: &str = "profile_traits_updates";
+
+/// The order-key columns, most significant first (SPEC §3).
+pub const ORDER_COLUMNS: [&str; 3] = [SEQ_COLUMN, "timestamp", "uuid_ts"];
+
+/// The order-key columns as expressions, for `last_seen`/`latest` calls.
+pub fn order_key() -> Vec<Expr> {
+    ORDER_COLUMNS.iter().map(|c| col(*c)).collect()
+}
+
+/// A column a view reads, with the type it is read as.
+#[derive(Debug, Clone, Copy)]
+pub struct Needed {
+    /// Lower-case column name.
+    pub name: &'static str,
+    /// `Utf8` for ids, `Int64` for seq, times as µs UTC.
+    pub kind: ColumnKind,
+    /// Whether a table without this column is an error (else it reads as NULL).
+    pub required: bool,
+}
+
+/// The types columns are normalised to.
+#[derive(Debug, Clone, Copy)]
+pub enum ColumnKind {
+    /// An identifier.
+    Id,
+    /// The numeric sequence.
+    Seq,
+    /// A point in time.
+    Time,
+}
+
+impl ColumnKind {
+    fn data_type(self) -> DataType {
+        match self {
+            ColumnKind::Id => DataType::Utf8,
+            ColumnKind::Seq => DataType::Int64,
+            ColumnKind::Time => time_type(),
+        }
+    }
+}
+
+/// A required id column.
+pub const fn id(name: &'static str) -> Needed {
+    Needed { name, kind: ColumnKind::Id, required: true }
+}
+
+/// An optional id column.
+pub const fn opt_id(name: &'static str) -> Needed {
+    Needed { name, kind: ColumnKind::Id, required: false }
+}
+
+/// The three order-key columns, all optional (a NULL key sorts lowest).
+pub const ORDER_NEEDED: [Needed; 3] = [
+    Needed { name: "seq", kind: ColumnKind::Seq, required: false },
+    Needed { name: "timestamp", kind: ColumnKind::Time, required: false },
+    Needed { name: "uuid_ts", kind: ColumnKind::Time, required: false },
+];
+
+/// Warnings gathered while planning and running; they go to the run record.
+#[derive(Debug, Default, Clone)]
+pub struct Warnings(pub Vec<String>);
+
+impl Warnings {
+    /// Records one warning and logs it.
+    pub fn push(&mut self, message: String) {
+        tracing::warn!("{message}");
+        self.0.push(message);
+    }
+}
+
+/// Reads landed tables for the views.
+pub struct Inputs<'a> {
+    ctx: &'a SessionContext,
+    lake: &'a Lake,
+}
+
+impl<'a> Inputs<'a> {
+    /// Inputs from `lake`, planned in `ctx`.
+    pub fn new(ctx: &'a SessionContext, lake: &'a Lake) -> Self {
+        Inputs { ctx, lake }
+    }
+
+    /// The lake.
+    pub fn lake(&self) -> &Lake {
+        self.lake
+    }
+
+    /// The context.
+    pub fn ctx(&self) -> &SessionContext {
+        self.ctx
+    }
+
+    /// `table` with every column it has (the trait pivot needs them all); `None`
+    /// when the lake has no such table.
+    pub fn whole(&self, table: &str) -> Result<Option<DataFrame>> {
+        match self.lake.table(table) {
+            Some(t) => Ok(Some(self.ctx.read_table(Arc::new(t.clone()))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// `table` projected to `needed`, typed as `needed` says. A missing table is
+    /// empty (with a warning), a missing optional column NULL, a missing required
+    /// column an error naming the table.
+    pub fn select(&self, table: &str, needed: &[Needed], warnings: &mut Warnings) -> Result<DataFrame> {
+        self.select_with(table, needed, &[], warnings)
+    }
+
+    /// [`Self::select`] plus the `extra` columns of the table, as landed (they
+    /// must exist in the table's schema when the table exists).
+    pub fn select_with(
+        &self,
+        table: &str,
+        needed: &[Needed],
+        extra: &[String],
+        warnings: &mut Warnings,
+    ) -> Result<DataFrame> {
+        let Some(df) = self.whole(table)? else {
+            warnings.push(format!("table '{table}' not found in {}: read as empty", self.lake.location().display));
+            let schema = Schema::new(
+                needed
+                    .iter()
+                    .map(|n| datafusion::arrow::datatypes::Field::new(n.name, n.kind.data_type(), true))
+                    .collect::<Vec<_>>(),
+            );
+            return self.ctx.read_table(Arc::new(EmptyTable::new(Arc::new(schema))));
+        };
+        let have = df.schema().clone();
+        let mut exprs = Vec::with_capacity(needed.len());
+        for n in needed {
+            if have.has_column_with_unqualified_name(n.name) {
+                exprs.push(ident(n.name));
+            } else if n.required {
+                return Err(datafusion::error::DataFusionError::Plan(format!(
+                    "table '{table}' in {} has no column '{}'",
+                    self.lake.location().display,
+                    n.name
+                )));
+            } else {
+                let null = ScalarValue::try_from(&n.kind.data_type())?;
+                exprs.push(lit(null).alias(n.name));
+            }
+        }
+        exprs.extend(extra.iter().map(|c| ident(c)));
+        df.select(exprs)
+    }
+
+    /// Warns about rows a view will skip because `column` is NULL, counted from
+    /// the Parquet footers (no scan).
+    pub fn warn_nulls(&self, table: &str, column: &str, warnings: &mut Warnings) {
+        if let Some(t) = self.lake.table(table) {
+            match t.null_count(column) {
+                Some(0) => {}
+                Some(n) => warnings.push(format!("{table}: {n} rows with NULL {column} skipped")),
+                None => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The psync-lake engine: the Profiles Sync views as DataFusion plans and the
+//! run that publishes them.
+//!
+//! - [`session`]: the `SessionContext` every command uses.
+//! - [`inputs`]: landed tables as the views read them.
+//! - [`views`]: one module per view.
+//! - [`publish`]: writing views so readers never see a partial one.
+//! - [`materialize`]: a whole run.
+
+pub mod error;
+pub mod functions;
+pub mod inputs;
+pub mod materialize;
+pub mod publish;
+pub mod session;
+pub mod views;
+
+pub use error::{CoreError, Result};
+pub use materialize::{MaterializeOptions, RunReport, materialize};
+pub use session::{EngineOptions, new_context};
+pub use views::View;

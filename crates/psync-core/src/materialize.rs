@@ -1,0 +1,214 @@
+//! `materialize`: one full run from a lake to a destination.
+//!
+//! ```text
+//! Lake::open (list + footers) ─► views::plan (id graph resolved) ─► stage each view
+//!   ─► commit (renames) ─► run record
+//! ```
+
+use std::time::Instant;
+
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use psync_lake_io::{Lake, LakeTable, Location};
+use serde::Serialize;
+
+use crate::error::{CoreError, Result};
+use crate::inputs::{Inputs, Warnings};
+use crate::publish::Publisher;
+use crate::session::{EngineOptions, new_context};
+use crate::views::{self, View};
+
+/// What to materialize, from where, to where.
+#[derive(Debug, Clone)]
+pub struct MaterializeOptions {
+    /// The lake root.
+    pub source: String,
+    /// The destination root.
+    pub dest: String,
+    /// The views to publish.
+    pub views: Vec<View>,
+    /// Engine settings.
+    pub engine: EngineOptions,
+}
+
+/// One landed table as read by a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputReport {
+    /// Table name.
+    pub table: String,
+    /// Parquet files read.
+    pub files: usize,
+    /// Rows (from the footers).
+    pub rows: u64,
+    /// Bytes of Parquet.
+    pub bytes: u64,
+}
+
+/// One published view.
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewReport {
+    /// View name.
+    pub view: String,
+    /// Rows published.
+    pub rows: u64,
+    /// The published file.
+    pub file: String,
+    /// Seconds spent computing and writing it.
+    pub seconds: f64,
+}
+
+/// The outcome of a run; also written as the run record.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Unique id of the run.
+    pub run_id: String,
+    /// `full`.
+    pub mode: String,
+    /// Lake root.
+    pub source: String,
+    /// Destination root.
+    pub dest: String,
+    /// When the run started (RFC 3339).
+    pub started_at: String,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Tables read.
+    pub inputs: Vec<InputReport>,
+    /// Views published.
+    pub views: Vec<ViewReport>,
+    /// Merge cycles broken.
+    pub cycles_broken: u64,
+    /// Pointer-jumping rounds of the id graph.
+    pub id_graph_rounds: u32,
+    /// Warnings (skipped rows, missing tables, broken cycles).
+    pub warnings: Vec<String>,
+}
+
+/// Progress notifications for a display.
+pub trait Progress: Send + Sync {
+    /// A stage started (`listing`, `id_graph`, a view name, `publishing`).
+    fn stage(&self, name: &str);
+    /// A view finished.
+    fn view_done(&self, report: &ViewReport);
+}
+
+/// A progress sink that shows nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn stage(&self, _: &str) {}
+    fn view_done(&self, _: &ViewReport) {}
+}
+
+/// A fresh run id: UTC time plus process id, sortable.
+pub fn new_run_id() -> String {
+    format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"), std::process::id())
+}
+
+/// Runs a full materialization.
+pub async fn materialize(opts: &MaterializeOptions, progress: &dyn Progress) -> Result<RunReport> {
+    let started = Instant::now();
+    let started_at = chrono::Utc::now().to_rfc3339();
+    if opts.views.is_empty() {
+        return Err(CoreError::Config("no views selected".into()));
+    }
+    let ctx = new_context(&opts.engine)?;
+    let source = Location::parse(&opts.source)?;
+    let dest = Location::parse(&opts.dest)?;
+    progress.stage("listing");
+    let lake = Lake::open(&ctx.state(), source).await?;
+    let inputs = Inputs::new(&ctx, &lake);
+    let mut warnings = Warnings::default();
+
+    progress.stage("id_graph");
+    let planned = match views::plan(&inputs, &opts.views, &mut warnings).await {
+        Ok(p) => p,
+        Err(e) => return Err(blame(&ctx, &lake, e).await),
+    };
+
+    let run_id = new_run_id();
+    let publisher = Publisher::new(dest, run_id.clone());
+    let mut staged = vec![];
+    let mut reports = vec![];
+    for (view, df) in planned.views {
+        progress.stage(view.name());
+        let t = Instant::now();
+        let result = publisher.stage(view.name(), df).await;
+        let s = match result {
+            Ok(s) => s,
+            Err(e) => {
+                publisher.cleanup().await;
+                return Err(match e {
+                    CoreError::DataFusion(e) => blame(&ctx, &lake, e).await,
+                    other => other,
+                });
+            }
+        };
+        let report = ViewReport {
+            view: view.name().to_string(),
+            rows: s.rows,
+            file: publisher.dest().url_of(&publisher.view_file(view.name())),
+            seconds: t.elapsed().as_secs_f64(),
+        };
+        progress.view_done(&report);
+        reports.push(report);
+        staged.push(s);
+    }
+    progress.stage("publishing");
+    publisher.commit(&staged).await?;
+
+    let report = RunReport {
+        run_id,
+        mode: "full".into(),
+        source: opts.source.clone(),
+        dest: opts.dest.clone(),
+        started_at,
+        seconds: started.elapsed().as_secs_f64(),
+        inputs: lake
+            .tables()
+            .map(|t| InputReport {
+                table: t.name().to_string(),
+                files: t.files().len(),
+                rows: t.rows(),
+                bytes: t.files().iter().map(|f| f.meta.size).sum(),
+            })
+            .collect(),
+        views: reports,
+        cycles_broken: planned.cycles_broken,
+        id_graph_rounds: planned.id_graph_rounds,
+        warnings: warnings.0,
+    };
+    let json = serde_json::to_value(&report).map_err(|e| CoreError::Config(e.to_string()))?;
+    publisher.record(&json).await?;
+    Ok(report)
+}
+
+/// Turns a query error into one that names the landed file that caused it, by
+/// scanning each file of each table alone (only ever done after a failure).
+pub async fn blame(ctx: &SessionContext, lake: &Lake, error: DataFusionError) -> CoreError {
+    for table in lake.tables() {
+        for file in table.files() {
+            let single: LakeTable = table.with_files(vec![file.clone()]);
+            let scan = async {
+                let df = ctx.read_table(std::sync::Arc::new(single))?;
+                df.collect().await.map(|_| ())
+            };
+            if let Err(e) = scan.await {
+                return CoreError::InputFile {
+                    file: lake.location().url_of(&file.meta.location),
+                    message: root_message(&e),
+                };
+            }
+        }
+    }
+    CoreError::DataFusion(error)
+}
+
+/// The innermost message of a DataFusion error, without the context chain.
+fn root_message(e: &DataFusionError) -> String {
+    match e.find_root() {
+        DataFusionError::ArrowError(a, _) => a.to_string(),
+        DataFusionError::ParquetError(p) => p.to_string(),
+        other => other.to_string(),
+    }
+}

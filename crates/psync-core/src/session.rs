@@ -1,0 +1,62 @@
+//! The one way the product builds a [`SessionContext`]: thread count, memory pool
+//! and spilling, plain (non-view) strings, and every psync function registered.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::error::Result;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::functions::sha1_hex;
+
+/// Engine settings shared by every command.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Worker threads and partitions; all cores when `None`.
+    pub threads: Option<usize>,
+    /// Memory the query engine may use before it spills to disk; unbounded when `None`.
+    pub memory_limit: Option<usize>,
+    /// Rows per batch; DataFusion's default when `None`.
+    pub batch_size: Option<usize>,
+    /// Where spill files go; the system temp directory when `None`.
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl EngineOptions {
+    /// The number of threads these options resolve to.
+    pub fn threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+}
+
+/// Builds a context with `options`, psync's functions registered.
+pub fn new_context(options: &EngineOptions) -> Result<SessionContext> {
+    let mut config = SessionConfig::new().with_target_partitions(options.threads());
+    if let Some(b) = options.batch_size {
+        config = config.with_batch_size(b.max(1));
+    }
+    let opts = config.options_mut();
+    // Strings stay Utf8 end to end: views written out must be plain UTF-8, and
+    // Utf8View values would drag whole buffers into aggregation state.
+    opts.execution.parquet.schema_force_view_types = false;
+    opts.sql_parser.map_string_types_to_utf8view = false;
+    // Footers are read once by the catalog and found again by the scans.
+    let mut runtime = RuntimeEnvBuilder::new().with_metadata_cache_limit(512 * 1024 * 1024);
+    if let Some(limit) = options.memory_limit {
+        runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+    }
+    let mut disk = DiskManagerBuilder::default();
+    if let Some(dir) = &options.spill_dir {
+        disk = disk.with_mode(DiskManagerMode::Directories(vec![dir.clone()]));
+    }
+    runtime = runtime.with_disk_manager_builder(disk);
+    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+    psync_functions::register_all(&ctx);
+    ctx.register_udf(sha1_hex().as_ref().clone());
+    Ok(ctx)
+}

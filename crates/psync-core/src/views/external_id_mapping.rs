@@ -1,0 +1,77 @@
+//! `external_id_mapping` (SPEC §3.2): every identifier and the person it belongs to now.
+//!
+//! ```text
+//! external_id_mapping_updates ─► latest update per (type, value)
+//!   ─► its segment_id ⋈ id_graph ─► canonical_segment_id (or the segment_id itself)
+//!   hash: as landed, else sha1_hex(type || value)
+//! ```
+
+use datafusion::error::Result;
+use datafusion::logical_expr::JoinType;
+use datafusion::prelude::{DataFrame, coalesce, col, concat, get_field, lit, named_struct};
+
+use crate::functions::sha1_hex;
+use crate::inputs::{EXTERNAL_ID_MAPPING_UPDATES, Inputs, ORDER_NEEDED, Warnings, id, opt_id, order_key};
+use crate::views::id_graph::IdGraph;
+
+/// The view's name and folder.
+pub const NAME: &str = "external_id_mapping";
+
+/// Plans the view: `canonical_segment_id`, `external_id_type`,
+/// `external_id_value`, `external_id_hash`, `timestamp`.
+pub fn plan(inputs: &Inputs<'_>, id_graph: &IdGraph, warnings: &mut Warnings) -> Result<DataFrame> {
+    let mut needed = vec![
+        id("segment_id"),
+        id("external_id_type"),
+        id("external_id_value"),
+        opt_id("external_id_hash"),
+    ];
+    needed.extend(ORDER_NEEDED);
+    for c in ["segment_id", "external_id_type", "external_id_value"] {
+        inputs.warn_nulls(EXTERNAL_ID_MAPPING_UPDATES, c, warnings);
+    }
+    let updates = inputs.select(EXTERNAL_ID_MAPPING_UPDATES, &needed, warnings)?.filter(
+        col("segment_id")
+            .is_not_null()
+            .and(col("external_id_type").is_not_null())
+            .and(col("external_id_value").is_not_null()),
+    )?;
+    let mut latest_args = vec![named_struct(vec![
+        lit("segment_id"),
+        col("segment_id"),
+        lit("hash"),
+        col("external_id_hash"),
+        lit("timestamp"),
+        col("timestamp"),
+    ])];
+    latest_args.extend(order_key());
+    let per_id = updates
+        .aggregate(
+            vec![col("external_id_type"), col("external_id_value")],
+            vec![psync_functions::latest().call(latest_args).alias("l")],
+        )?
+        .select(vec![
+            col("external_id_type"),
+            col("external_id_value"),
+            get_field(col("l"), "segment_id").alias("sid"),
+            coalesce(vec![
+                get_field(col("l"), "hash"),
+                sha1_hex().call(vec![concat(vec![col("external_id_type"), col("external_id_value")])]),
+            ])
+            .alias("external_id_hash"),
+            get_field(col("l"), "timestamp").alias("timestamp"),
+        ])?;
+    let graph = id_graph
+        .df
+        .clone()
+        .select(vec![col("segment_id").alias("g_sid"), col("canonical_segment_id").alias("g_canonical")])?;
+    per_id
+        .join(graph, JoinType::Left, &["sid"], &["g_sid"], None)?
+        .select(vec![
+            coalesce(vec![col("g_canonical"), col("sid")]).alias("canonical_segment_id"),
+            col("external_id_type"),
+            col("external_id_value"),
+            col("external_id_hash"),
+            col("timestamp"),
+        ])
+}

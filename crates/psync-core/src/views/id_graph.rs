@@ -1,0 +1,215 @@
+//! `id_graph` (SPEC §3.1): where every segment_id points now.
+//!
+//! ```text
+//! id_graph_updates ─► latest update per segment_id ─► nodes (segment_id → target)
+//!   edges = nodes with target ≠ segment_id
+//!   pointer jumping: ptr ← ptr's ptr, one self-join per round, until every ptr
+//!   is a terminal (not itself merged) ── rounds ≈ log2(longest chain)
+//!   no progress while some ptr is not terminal ⇒ cycles: each is broken at its
+//!   oldest edge (that node becomes terminal) and the jumping is redone
+//! ```
+//!
+//! Recursive entries (Segment's shortcuts from every member straight to the new
+//! canonical) only make the jumping finish sooner; the result never depends on them.
+
+use datafusion::error::Result;
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{ExprFunctionExt, JoinType, SortExpr, when};
+use datafusion::prelude::{DataFrame, Expr, coalesce, col, get_field, lit, named_struct};
+
+use crate::inputs::{ID_GRAPH_UPDATES, Inputs, ORDER_NEEDED, Warnings, id, order_key};
+
+/// The view's name and folder.
+pub const NAME: &str = "id_graph";
+
+/// The resolved id graph: `segment_id`, `canonical_segment_id`, `timestamp`,
+/// held in memory (the other views join it).
+pub struct IdGraph {
+    /// The view's rows.
+    pub df: DataFrame,
+    /// Cycles found and broken.
+    pub cycles_broken: u64,
+    /// Pointer-jumping rounds run (a measure of chain length).
+    pub rounds: u32,
+}
+
+/// Plans and runs the id graph resolution.
+pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGraph> {
+    let mut needed = vec![id("segment_id"), id("canonical_segment_id")];
+    needed.extend(ORDER_NEEDED);
+    inputs.warn_nulls(ID_GRAPH_UPDATES, "segment_id", warnings);
+    inputs.warn_nulls(ID_GRAPH_UPDATES, "canonical_segment_id", warnings);
+    let updates = inputs
+        .select(ID_GRAPH_UPDATES, &needed, warnings)?
+        .filter(col("segment_id").is_not_null().and(col("canonical_segment_id").is_not_null()))?;
+
+    let mut latest_args = vec![named_struct(vec![
+        lit("target"),
+        col("canonical_segment_id"),
+        lit("timestamp"),
+        col("timestamp"),
+        lit("seq"),
+        col("seq"),
+        lit("uuid_ts"),
+        col("uuid_ts"),
+    ])];
+    latest_args.extend(order_key());
+    let nodes = updates
+        .aggregate(vec![col("segment_id")], vec![psync_functions::latest().call(latest_args).alias("l")])?
+        .select(vec![
+            col("segment_id"),
+            get_field(col("l"), "target").alias("target"),
+            get_field(col("l"), "timestamp").alias("timestamp"),
+            get_field(col("l"), "seq").alias("seq"),
+            get_field(col("l"), "uuid_ts").alias("uuid_ts"),
+        ])?
+        .cache()
+        .await?;
+
+    let edges = nodes
+        .clone()
+        .filter(col("target").not_eq(col("segment_id")))?
+        .select(vec![
+            col("segment_id").alias("node"),
+            col("target").alias("ptr"),
+            col("seq"),
+            col("timestamp"),
+            col("uuid_ts"),
+        ])?
+        .cache()
+        .await?;
+
+    let mut rounds = 0;
+    let mut jump = Jump::run(edges.clone().select_columns(&["node", "ptr"])?, &mut rounds).await?;
+    let mut cycles_broken = 0;
+    if jump.stuck > 0 {
+        let breakers = break_cycles(&edges, jump.stuck_nodes()?, jump.stuck, &mut rounds).await?;
+        cycles_broken = breakers.clone().count().await? as u64;
+        warnings.push(format!("{ID_GRAPH_UPDATES}: {cycles_broken} merge cycles broken at their oldest edge"));
+        // Without its oldest edge each cycle is a chain ending at the breaker.
+        let acyclic = edges
+            .clone()
+            .join(breakers.select(vec![col("node").alias("b")])?, JoinType::LeftAnti, &["node"], &["b"], None)?
+            .select_columns(&["node", "ptr"])?;
+        jump = Jump::run(acyclic, &mut rounds).await?;
+    }
+
+    let df = nodes
+        .join(jump.resolved.select(vec![col("node"), col("ptr").alias("end")])?, JoinType::Left, &["segment_id"], &["node"], None)?
+        .select(vec![
+            col("segment_id"),
+            coalesce(vec![col("end"), col("target")]).alias("canonical_segment_id"),
+            col("timestamp"),
+        ])?;
+    Ok(IdGraph { df, cycles_broken, rounds })
+}
+
+/// The result of pointer jumping over `node → ptr` edges.
+struct Jump {
+    /// `node`, `ptr` (the end of its chain, for every node not stuck), `hopped`.
+    resolved: DataFrame,
+    /// Nodes that never reached an end: on or leading into a cycle.
+    stuck: usize,
+}
+
+impl Jump {
+    /// Jumps until every pointer is terminal, or until a round makes no progress
+    /// (what is left is then cyclic).
+    async fn run(edges: DataFrame, rounds: &mut u32) -> Result<Jump> {
+        let mut cur = edges.with_column("hopped", lit(true))?.cache().await?;
+        let mut last = usize::MAX;
+        loop {
+            *rounds += 1;
+            let next = hop(cur.clone())?.cache().await?;
+            let pending = next.clone().filter(col("hopped"))?.count().await?;
+            cur = next;
+            if pending == 0 || pending == last {
+                return Ok(Jump { resolved: cur, stuck: pending });
+            }
+            last = pending;
+        }
+    }
+
+    fn stuck_nodes(&self) -> Result<DataFrame> {
+        self.resolved.clone().filter(col("hopped"))?.select_columns(&["node"])
+    }
+}
+
+/// One round: every pointer that is itself an edge's node jumps to that edge's pointer.
+fn hop(cur: DataFrame) -> Result<DataFrame> {
+    let other = cur.clone().select(vec![col("node").alias("o_node"), col("ptr").alias("o_ptr")])?;
+    cur.select_columns(&["node", "ptr"])?
+        .join(other, JoinType::Left, &["ptr"], &["o_node"], None)?
+        .select(vec![
+            col("node"),
+            coalesce(vec![col("o_ptr"), col("ptr")]).alias("ptr"),
+            col("o_node").is_not_null().alias("hopped"),
+        ])
+}
+
+/// Finds the cycles among the `stuck` nodes and returns, per cycle, the node
+/// whose edge is the oldest in update order (ties: smallest segment_id).
+async fn break_cycles(edges: &DataFrame, stuck: DataFrame, count: usize, rounds: &mut u32) -> Result<DataFrame> {
+    // Enough hops to walk past any tail and around any cycle among `count` nodes.
+    let hops = usize::BITS - count.leading_zeros() + 1;
+    let oldest_first = |c: &str| SortExpr::new(col(c), true, true);
+    let ranked = edges
+        .clone()
+        .join(stuck.select(vec![col("node").alias("s")])?, JoinType::LeftSemi, &["node"], &["s"], None)?
+        .window(vec![
+            row_number()
+                .order_by(vec![
+                    oldest_first("seq"),
+                    oldest_first("timestamp"),
+                    oldest_first("uuid_ts"),
+                    oldest_first("node"),
+                ])
+                .build()?
+                .alias("rank"),
+        ])?
+        .select_columns(&["node", "ptr", "rank"])?
+        .cache()
+        .await?;
+
+    // After `hops` jumps every pointer sits on a cycle; those pointers are the cycle nodes.
+    let mut walk = ranked.clone().select_columns(&["node", "ptr"])?;
+    for _ in 0..hops {
+        *rounds += 1;
+        walk = hop_inner(walk)?.cache().await?;
+    }
+    let on_cycle = walk.select(vec![col("ptr").alias("c")])?.distinct()?;
+
+    // The minimum rank around each cycle, by jumping with a running minimum.
+    let mut m = ranked
+        .clone()
+        .join(on_cycle, JoinType::LeftSemi, &["node"], &["c"], None)?
+        .select(vec![col("node"), col("ptr"), col("rank").alias("m"), col("rank")])?
+        .cache()
+        .await?;
+    for _ in 0..hops {
+        *rounds += 1;
+        let other = m.clone().select(vec![col("node").alias("o_node"), col("ptr").alias("o_ptr"), col("m").alias("o_m")])?;
+        m = m
+            .join(other, JoinType::Inner, &["ptr"], &["o_node"], None)?
+            .select(vec![
+                col("node"),
+                col("o_ptr").alias("ptr"),
+                min2(col("m"), col("o_m"))?.alias("m"),
+                col("rank"),
+            ])?
+            .cache()
+            .await?;
+    }
+    m.filter(col("rank").eq(col("m")))?.select_columns(&["node"])
+}
+
+/// One jump inside a set where every pointer is also a node.
+fn hop_inner(cur: DataFrame) -> Result<DataFrame> {
+    let other = cur.clone().select(vec![col("node").alias("o_node"), col("ptr").alias("o_ptr")])?;
+    cur.join(other, JoinType::Inner, &["ptr"], &["o_node"], None)?
+        .select(vec![col("node"), col("o_ptr").alias("ptr")])
+}
+
+fn min2(a: Expr, b: Expr) -> Result<Expr> {
+    when(a.clone().lt_eq(b.clone()), a).otherwise(b)
+}

@@ -1,0 +1,176 @@
+//! [`Lake`]: the landed tables under a root, listed once per run.
+//!
+//! ```text
+//! <root>/<table>/**/*.parquet ── list (once) ──► files per table
+//!        each footer ── read (once, cached for the scan) ──► FileSchema
+//!        FileSchemas ── schema::unify ──► LakeTable (TableProvider)
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::execution::SessionState;
+use datafusion::parquet::arrow::parquet_to_arrow_schema;
+use datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectMeta;
+use tracing::{debug, warn};
+
+use crate::error::{LakeError, Result};
+use crate::location::Location;
+use crate::schema::{FileSchema, unify};
+use crate::table::{LakeFile, LakeTable};
+
+/// How many footers are fetched at once.
+const FOOTER_CONCURRENCY: usize = 32;
+
+/// The landed tables of one lake root.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    location: Location,
+    tables: BTreeMap<String, LakeTable>,
+}
+
+/// Whether a path segment hides what is under it (`_SUCCESS`, `.tmp`, `_psync`).
+fn hidden(segment: &str) -> bool {
+    segment.starts_with('_') || segment.starts_with('.')
+}
+
+impl Lake {
+    /// Lists `location` once and reads every footer once (into DataFusion's file
+    /// metadata cache, where the scans find them again).
+    pub async fn open(state: &SessionState, location: Location) -> Result<Lake> {
+        if let Some(dir) = &location.local_dir {
+            if !dir.is_dir() {
+                return Err(LakeError::Location {
+                    location: location.display.clone(),
+                    reason: "no such directory".into(),
+                });
+            }
+        }
+        let listed: Vec<ObjectMeta> = location
+            .store
+            .list(Some(&location.prefix))
+            .try_collect()
+            .await
+            .map_err(|source| LakeError::Store { url: location.display.clone(), source })?;
+
+        let mut by_table: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
+        for meta in listed {
+            let Some(rel) = meta.location.prefix_match(&location.prefix) else { continue };
+            let parts: Vec<String> = rel.map(|p| p.as_ref().to_string()).collect();
+            let [table, .., file] = parts.as_slice() else { continue };
+            if parts.len() < 2 || parts.iter().any(|p| hidden(p)) {
+                continue;
+            }
+            if !file.to_ascii_lowercase().ends_with(".parquet") {
+                continue;
+            }
+            by_table.entry(table.to_lowercase()).or_default().push(meta);
+        }
+
+        let mut tables = BTreeMap::new();
+        for (name, mut metas) in by_table {
+            metas.sort_by(|a, b| a.location.cmp(&b.location));
+            let table = Self::open_table(state, &location, &name, metas).await?;
+            debug!(table = %name, files = table.files().len(), rows = table.rows(), "listed");
+            tables.insert(name, table);
+        }
+        if tables.is_empty() {
+            warn!(location = %location.display, "no tables found (expected <root>/<table>/*.parquet)");
+        }
+        Ok(Lake { location, tables })
+    }
+
+    async fn open_table(
+        state: &SessionState,
+        location: &Location,
+        name: &str,
+        metas: Vec<ObjectMeta>,
+    ) -> Result<LakeTable> {
+        let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+        let store = location.store.clone();
+        let read: Vec<(LakeFile, FileSchema)> = futures::stream::iter(metas)
+            .map(|meta| {
+                let store = store.clone();
+                let cache = cache.clone();
+                let url = location.url_of(&meta.location);
+                async move {
+                    let unreadable = |e: &dyn std::fmt::Display| LakeError::Unreadable {
+                        file: url.clone(),
+                        message: e.to_string(),
+                    };
+                    let md = DFParquetMetadata::new(store.as_ref(), &meta)
+                        .with_file_metadata_cache(Some(cache))
+                        .fetch_metadata()
+                        .await
+                        .map_err(|e| unreadable(&e))?;
+                    let fm = md.file_metadata();
+                    let schema = parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
+                        .map_err(|e| unreadable(&e))?;
+                    let file_schema = FileSchema::new(url.clone(), &schema)?;
+                    let rows = u64::try_from(fm.num_rows()).unwrap_or(0);
+                    let columns = file_schema.columns.iter().map(|(n, _)| n.clone()).collect();
+                    let null_counts = footer_null_counts(&md);
+                    Ok::<_, LakeError>((LakeFile { meta, rows, null_counts, columns }, file_schema))
+                }
+            })
+            .buffered(FOOTER_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let (files, schemas): (Vec<_>, Vec<_>) = read.into_iter().unzip();
+        let schema = unify(&schemas)?;
+        Ok(LakeTable::new(name.to_string(), location.store_url.clone(), files, schema))
+    }
+
+    /// Where the lake is.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// A table by (lower-case) name.
+    pub fn table(&self, name: &str) -> Option<&LakeTable> {
+        self.tables.get(name)
+    }
+
+    /// Every table, by name.
+    pub fn tables(&self) -> impl Iterator<Item = &LakeTable> {
+        self.tables.values()
+    }
+
+    /// The schema of a table, if present.
+    pub fn schema_of(&self, name: &str) -> Option<SchemaRef> {
+        self.tables.get(name).map(|t| datafusion::catalog::TableProvider::schema(t))
+    }
+
+    /// Registers every table in `ctx` under its folder name.
+    pub fn register(&self, ctx: &SessionContext) -> Result<()> {
+        for (name, table) in &self.tables {
+            ctx.register_table(name.as_str(), Arc::new(table.clone()))?;
+        }
+        Ok(())
+    }
+}
+
+/// NULLs per top-level primitive column, summed over row groups; a column is left
+/// out when any row group has no null count for it.
+fn footer_null_counts(md: &datafusion::parquet::file::metadata::ParquetMetaData) -> BTreeMap<String, u64> {
+    let descr = md.file_metadata().schema_descr();
+    let mut out = BTreeMap::new();
+    for (i, column) in descr.columns().iter().enumerate() {
+        // Only flat columns: a nested leaf's nulls are not the column's nulls.
+        if column.path().parts().len() != 1 {
+            continue;
+        }
+        let name = column.path().parts()[0].to_lowercase();
+        let total = md.row_groups().iter().try_fold(0u64, |acc, rg| {
+            rg.column(i).statistics().and_then(|s| s.null_count_opt()).map(|n| acc + n)
+        });
+        if let Some(n) = total {
+            out.insert(name, n);
+        }
+    }
+    out
+}

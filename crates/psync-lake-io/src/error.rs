@@ -1,0 +1,39 @@
+//! Errors of reading a lake; each names the file, table or setting at fault.
+
+use datafusion::error::DataFusionError;
+
+/// An error reading a lake.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    /// The lake location could not be understood.
+    #[error("invalid lake location '{location}': {reason}")]
+    Location { location: String, reason: String },
+    /// Listing or reading the store failed.
+    #[error("cannot read {url}: {source}")]
+    Store {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// A Parquet file could not be opened (bad footer, truncated, not Parquet).
+    #[error("{file}: not a readable Parquet file: {message}")]
+    Unreadable { file: String, message: String },
+    /// A file's schema does not fit its table.
+    #[error("{file}: {message}")]
+    Schema { file: String, message: String },
+    /// Any other DataFusion error.
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+}
+
+/// Result of lake reading.
+pub type Result<T, E = LakeError> = std::result::Result<T, E>;
+
+impl From<LakeError> for DataFusionError {
+    fn from(e: LakeError) -> Self {
+        match e {
+            LakeError::DataFusion(e) => e,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}

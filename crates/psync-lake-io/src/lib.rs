@@ -1,0 +1,20 @@
+//! Reading a Segment Profiles Sync lake (SPEC §2): one folder per landed table,
+//! Parquet files nested and of drifting schemas, column names in any case.
+//!
+//! - [`Location`]: a root in an object store.
+//! - [`Lake`]: the tables under a root, listed and footer-read once.
+//! - [`LakeTable`]: a table as a DataFusion `TableProvider` with a normalised schema.
+//! - [`schema`]: the normalisation rules.
+
+mod adapter;
+mod catalog;
+mod error;
+mod location;
+pub mod schema;
+mod table;
+
+pub use adapter::CaseInsensitiveAdapterFactory;
+pub use catalog::Lake;
+pub use error::{LakeError, Result};
+pub use location::Location;
+pub use table::{LakeFile, LakeTable};

@@ -1,0 +1,143 @@
+//! `psync-lake materialize`: a run with a progress display and a summary table.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use psync_core::materialize::{MaterializeOptions, Progress, ViewReport};
+use psync_core::{EngineOptions, RunReport, View, materialize};
+
+use crate::size::parse_size;
+
+/// How much of the history a run recomputes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Mode {
+    /// Rebuild every view from the whole history.
+    Full,
+}
+
+/// Options of `materialize`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The lake root: a folder (or file:// URL) with one sub-folder per landed table.
+    #[arg(long)]
+    source: String,
+    /// Where to publish: <dest>/<view>/<view>.parquet, run records in <dest>/_psync/.
+    #[arg(long)]
+    dest: String,
+    /// Run mode.
+    #[arg(long, value_enum, default_value = "full")]
+    mode: Mode,
+    /// Views to publish, comma-separated [default: all: id_graph,external_id_mapping,profile_traits].
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<View>()))]
+    views: Vec<View>,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Memory the engine may use before spilling to disk, e.g. 2G [default: unbounded].
+    #[arg(long, value_parser = parse_size)]
+    memory_limit: Option<usize>,
+    /// Folder for spill files [default: the system temp folder].
+    #[arg(long)]
+    spill_dir: Option<std::path::PathBuf>,
+    /// Rows per batch inside the engine [default: 8192].
+    #[arg(long, hide = true)]
+    batch_size: Option<usize>,
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print the run record (JSON) on stdout instead of the summary table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A spinner on stderr, only when stderr is a terminal.
+struct Display {
+    bar: Option<ProgressBar>,
+}
+
+impl Display {
+    fn new(quiet: bool) -> Self {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Display { bar }
+    }
+}
+
+impl Progress for Display {
+    fn stage(&self, name: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(match name {
+                "listing" => "listing the lake and reading footers".to_string(),
+                "id_graph" => "resolving the id graph".to_string(),
+                "publishing" => "publishing".to_string(),
+                view => format!("computing and writing {view}"),
+            });
+        }
+    }
+
+    fn view_done(&self, r: &ViewReport) {
+        if let Some(bar) = &self.bar {
+            bar.println(format!("  {:<22} {:>12} rows  {:>7.2}s", r.view, r.rows, r.seconds));
+        }
+    }
+}
+
+/// Runs `materialize`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let Mode::Full = a.mode;
+    let engine = EngineOptions {
+        threads: a.threads,
+        memory_limit: a.memory_limit,
+        batch_size: a.batch_size,
+        spill_dir: a.spill_dir.clone(),
+    };
+    let opts = MaterializeOptions {
+        source: a.source.clone(),
+        dest: a.dest.clone(),
+        views: if a.views.is_empty() { View::ALL.to_vec() } else { a.views.clone() },
+        engine: engine.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(engine.threads())
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let display = Display::new(a.quiet);
+    let report = runtime
+        .block_on(materialize(&opts, &display))
+        .with_context(|| format!("materialize {} -> {}", a.source, a.dest));
+    if let Some(bar) = &display.bar {
+        bar.finish_and_clear();
+    }
+    let report = report?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !a.quiet {
+        print_summary(&report);
+    }
+    Ok(())
+}
+
+fn print_summary(r: &RunReport) {
+    eprintln!("{:<30} {:>8} {:>14}", "input table", "files", "rows");
+    for i in &r.inputs {
+        eprintln!("{:<30} {:>8} {:>14}", i.table, i.files, i.rows);
+    }
+    eprintln!();
+    eprintln!("{:<30} {:>14} {:>9}  file", "view", "rows", "seconds");
+    for v in &r.views {
+        eprintln!("{:<30} {:>14} {:>9.2}  {}", v.view, v.rows, v.seconds, v.file);
+    }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    eprintln!("run {} finished in {:.2}s", r.run_id, r.seconds);
+}
