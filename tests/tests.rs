@@ -1,1 +1,6 @@
+//! Integration tests: the real binary on real Parquet lakes.
 
+mod util;
+
+mod case_study;
+mod model;

@@ -13,7 +13,7 @@ use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
-use object_store::PutPayload;
+use object_store::{ObjectStoreExt, PutPayload};
 use object_store::path::Path;
 use psync_lake_io::Location;
 

@@ -103,13 +103,12 @@ struct Chunk {
     /// stride `m * n` when each field has its own (`per_field`).
     keys: Vec<Key>,
     per_field: bool,
-    rows: usize,
 }
 
 impl Chunk {
-    fn new(values: Vec<ArrayRef>, keys: Vec<Key>, per_field: bool, rows: usize) -> Self {
+    fn new(values: Vec<ArrayRef>, keys: Vec<Key>, per_field: bool) -> Self {
         let valid = values.iter().map(|v| v.logical_nulls()).collect();
-        Chunk { values, valid, keys, per_field, rows }
+        Chunk { values, valid, keys, per_field }
     }
 
     #[inline]
@@ -170,7 +169,7 @@ impl LastSeenGroups {
 
     fn reset(&mut self) {
         let values = self.shape.field_types().iter().map(|t| new_null_array(t, 1)).collect();
-        let sentinel = Chunk::new(values, vec![NULL_KEY; self.n], false, 1);
+        let sentinel = Chunk::new(values, vec![NULL_KEY; self.n], false);
         self.chunk_bytes = sentinel.memory();
         self.chunks = vec![sentinel];
         self.ptrs = vec![];
@@ -212,7 +211,7 @@ impl LastSeenGroups {
         self.ptrs.resize(total_num_groups * self.m, 0);
         let rows = group_indices.len();
         let c = self.chunks.len();
-        self.chunks.push(Chunk::new(values, keys, per_field, rows));
+        self.chunks.push(Chunk::new(values, keys, per_field));
         let mut won = false;
         for (row, &g) in group_indices.iter().enumerate() {
             if let Some(f) = opt_filter {
@@ -290,7 +289,7 @@ impl LastSeenGroups {
                     Ok(interleave(&arrays, src)?)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            fresh.push(Chunk::new(values, keys, per_field, src.len()));
+            fresh.push(Chunk::new(values, keys, per_field));
         }
         let sentinel = self.chunks.swap_remove(0);
         self.chunks = std::iter::once(sentinel).chain(fresh).collect();

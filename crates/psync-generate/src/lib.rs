@@ -176,7 +176,8 @@ impl Sim {
             ],
             &day,
         )?;
-        self.ext_id(i, "anonymous_id", format!("anon-{:016x}", self.rng.random::<u64>()), ts, &day)?;
+        let anon = format!("anon-{:016x}", self.rng.random::<u64>());
+        self.ext_id(i, "anonymous_id", anon, ts, &day)?;
         if self.rng.random_bool(0.7) {
             self.ext_id(i, "email", format!("user{i}@example.com"), ts, &day)?;
             self.emails.push(i);

@@ -170,7 +170,7 @@ impl TableBuf {
         let file = File::create(&path).map_err(|e| GenError::Io(path.display().to_string(), e))?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-            .set_max_row_group_size(128 * 1024)
+            .set_max_row_group_row_count(Some(128 * 1024))
             .build();
         let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
         w.write(&batch)?;

@@ -1,7 +1,6 @@
 //! [`LakeTable`]: one landed table as a DataFusion [`TableProvider`] over the files
 //! listed once by [`crate::Lake`], scanned by DataFusion's Parquet source.
 
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -111,10 +110,6 @@ impl LakeTable {
 
 #[async_trait]
 impl TableProvider for LakeTable {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
