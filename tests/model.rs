@@ -235,7 +235,10 @@ fn key_columns(keys: &[Key], f: usize, upper: bool) -> Vec<(String, ArrayRef)> {
     vec![(name("seq"), seq), (name("timestamp"), ts(|k| k.1)), (name("uuid_ts"), ts(|k| k.2))]
 }
 
-fn land(root: &Path, h: &History, l: &Landing) {
+/// Lands `h` under `root`; returns the history as landed (trait values in files
+/// that lack a column read as NULL).
+fn land(root: &Path, h: &History, l: &Landing) -> History {
+    let mut landed = h.clone();
     let mut rng = Lcg(l.seed);
     let upper_file = |f: usize| f == 1;
     for (f, group) in deal(h.ids.len(), l.files, &mut rng).into_iter().enumerate() {
@@ -263,7 +266,11 @@ fn land(root: &Path, h: &History, l: &Landing) {
             ("external_id_value".to_string(), strs(rows.iter().map(|r| Some(r.value.clone())))),
         ];
         // Older exports have no hash column at all.
-        if f != 2 {
+        if f == 2 {
+            for i in &group {
+                landed.ext[*i].hash = None;
+            }
+        } else {
             cols.push(("external_id_hash".to_string(), strs(rows.iter().map(|r| r.hash.clone()))));
         }
         cols.extend(key_columns(&rows.iter().map(|r| r.key).collect::<Vec<_>>(), f, false));
@@ -280,12 +287,18 @@ fn land(root: &Path, h: &History, l: &Landing) {
         cols.extend(key_columns(&rows.iter().map(|r| r.key).collect::<Vec<_>>(), f, false));
         cols.push(("name".to_string(), strs(rows.iter().map(|r| r.name.clone()))));
         // Schema drift: the first file predates the `score` trait.
+        if f == 0 && later_files {
+            for i in &group {
+                landed.traits[*i].score = None;
+            }
+        }
         if f != 0 || !later_files {
             cols.push(("score".to_string(), Arc::new(Int64Array::from(rows.iter().map(|r| r.score).collect::<Vec<_>>()))));
         }
         cols.push(("context_ip".to_string(), strs(rows.iter().map(|_| Some("1.2.3.4".to_string())))));
         write(&root.join(format!("profile_traits_updates/nested/deeper/part-{f}.parquet")), cols);
     }
+    landed
 }
 
 fn write(path: &Path, cols: Vec<(String, ArrayRef)>) {
@@ -296,7 +309,7 @@ fn check(h: &History, l: &Landing) -> Result<(), TestCaseError> {
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("lake");
     std::fs::create_dir_all(&lake).unwrap();
-    land(&lake, h, l);
+    let h = &land(&lake, h, l);
     let dest = tmp.path().join("views");
     let opts = MaterializeOptions {
         source: lake.display().to_string(),

@@ -6,13 +6,17 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::Result;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr_adapter::{
     DefaultPhysicalExprAdapter, PhysicalExprAdapter, PhysicalExprAdapterFactory,
 };
 
-/// Builds [`DefaultPhysicalExprAdapter`]s over the file schema with its column
-/// names lower-cased. Column positions are unchanged, so the rewritten
-/// expressions still index the file's real columns.
+/// Resolves table columns against a file's columns ignoring case: the default
+/// adapter runs over the file schema with lower-cased names, then every column
+/// reference it produced gets the file's own spelling back (the scan looks
+/// columns up by name in the real file schema).
 #[derive(Debug, Default)]
 pub struct CaseInsensitiveAdapterFactory;
 
@@ -30,6 +34,33 @@ impl PhysicalExprAdapterFactory for CaseInsensitiveAdapterFactory {
                 .collect::<Vec<_>>(),
             physical_file_schema.metadata().clone(),
         );
-        Ok(Arc::new(DefaultPhysicalExprAdapter::new(logical_file_schema, Arc::new(lowered))))
+        Ok(Arc::new(CaseInsensitiveAdapter {
+            inner: DefaultPhysicalExprAdapter::new(logical_file_schema, Arc::new(lowered)),
+            physical: physical_file_schema,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct CaseInsensitiveAdapter {
+    inner: DefaultPhysicalExprAdapter,
+    physical: SchemaRef,
+}
+
+impl PhysicalExprAdapter for CaseInsensitiveAdapter {
+    fn rewrite(&self, expr: Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>> {
+        self.inner
+            .rewrite(expr)?
+            .transform(|e| {
+                if let Some(c) = e.downcast_ref::<Column>() {
+                    if let Some(f) = self.physical.fields().get(c.index()) {
+                        if f.name() != c.name() && f.name().eq_ignore_ascii_case(c.name()) {
+                            return Ok(Transformed::yes(Arc::new(Column::new(f.name(), c.index())) as _));
+                        }
+                    }
+                }
+                Ok(Transformed::no(e))
+            })
+            .data()
     }
 }

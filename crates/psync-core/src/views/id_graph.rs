@@ -80,7 +80,8 @@ pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGra
         .await?;
 
     let mut rounds = 0;
-    let mut jump = Jump::run(edges.clone().select_columns(&["node", "ptr"])?, &mut rounds).await?;
+    let jump = Jump::run(edges.clone().select_columns(&["node", "ptr"])?, &mut rounds).await?;
+    let mut ends = jump.resolved.clone().select_columns(&["node", "ptr"])?;
     let mut cycles_broken = 0;
     if jump.stuck > 0 {
         let breakers = break_cycles(&edges, jump.stuck_nodes()?, jump.stuck, &mut rounds).await?;
@@ -89,13 +90,18 @@ pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGra
         // Without its oldest edge each cycle is a chain ending at the breaker.
         let acyclic = edges
             .clone()
-            .join(breakers.select(vec![col("node").alias("b")])?, JoinType::LeftAnti, &["node"], &["b"], None)?
+            .join(breakers.clone().select(vec![col("node").alias("b")])?, JoinType::LeftAnti, &["node"], &["b"], None)?
             .select_columns(&["node", "ptr"])?;
-        jump = Jump::run(acyclic, &mut rounds).await?;
+        // Each breaker is the end of its former cycle: it points at itself.
+        ends = Jump::run(acyclic, &mut rounds)
+            .await?
+            .resolved
+            .select_columns(&["node", "ptr"])?
+            .union(breakers.select(vec![col("node"), col("node").alias("ptr")])?)?;
     }
 
     let df = nodes
-        .join(jump.resolved.select(vec![col("node"), col("ptr").alias("end")])?, JoinType::Left, &["segment_id"], &["node"], None)?
+        .join(ends.select(vec![col("node"), col("ptr").alias("end")])?, JoinType::Left, &["segment_id"], &["node"], None)?
         .select(vec![
             col("segment_id"),
             coalesce(vec![col("end"), col("target")]).alias("canonical_segment_id"),
