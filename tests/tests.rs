@@ -4,3 +4,4 @@ mod util;
 
 mod case_study;
 mod model;
+mod sample_data;
