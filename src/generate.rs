@@ -50,7 +50,8 @@ pub struct Args {
 /// Runs `generate`.
 pub fn run(a: Args) -> anyhow::Result<()> {
     if a.case_study {
-        psync_generate::case_study(&a.dest).with_context(|| format!("writing the case study to {}", a.dest.display()))?;
+        psync_generate::case_study(&a.dest)
+            .with_context(|| format!("writing the case study to {}", a.dest.display()))?;
         eprintln!("wrote the case study lake to {}", a.dest.display());
         return Ok(());
     }
@@ -67,7 +68,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         events: !a.no_events,
     };
     let t = Instant::now();
-    let summary = generate(&a.dest, &opts).with_context(|| format!("generating a lake in {}", a.dest.display()))?;
+    let summary = generate(&a.dest, &opts)
+        .with_context(|| format!("generating a lake in {}", a.dest.display()))?;
     for (table, rows, files) in &summary.tables {
         eprintln!("{table:<30} {rows:>12} rows {files:>5} files");
     }

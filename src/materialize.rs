@@ -62,7 +62,8 @@ impl Display {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new_spinner();
             bar.set_style(
-                ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
@@ -85,7 +86,10 @@ impl Progress for Display {
 
     fn view_done(&self, r: &ViewReport) {
         if let Some(bar) = &self.bar {
-            bar.println(format!("  {:<22} {:>12} rows  {:>7.2}s", r.view, r.rows, r.seconds));
+            bar.println(format!(
+                "  {:<22} {:>12} rows  {:>7.2}s",
+                r.view, r.rows, r.seconds
+            ));
         }
     }
 }
@@ -102,7 +106,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let opts = MaterializeOptions {
         source: a.source.clone(),
         dest: a.dest.clone(),
-        views: if a.views.is_empty() { View::ALL.to_vec() } else { a.views.clone() },
+        views: if a.views.is_empty() {
+            View::ALL.to_vec()
+        } else {
+            a.views.clone()
+        },
         engine: engine.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -134,7 +142,10 @@ fn print_summary(r: &RunReport) {
     eprintln!();
     eprintln!("{:<30} {:>14} {:>9}  file", "view", "rows", "seconds");
     for v in &r.views {
-        eprintln!("{:<30} {:>14} {:>9.2}  {}", v.view, v.rows, v.seconds, v.file);
+        eprintln!(
+            "{:<30} {:>14} {:>9.2}  {}",
+            v.view, v.rows, v.seconds, v.file
+        );
     }
     for w in &r.warnings {
         eprintln!("warning: {w}");

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray, TimestampNanosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray, TimestampNanosecondArray,
+};
 use proptest::prelude::*;
 use psync_core::materialize::{MaterializeOptions, NoProgress};
 use psync_core::{EngineOptions, View, materialize};
@@ -59,15 +61,40 @@ fn key() -> impl Strategy<Value = Key> {
 }
 
 fn history() -> impl Strategy<Value = History> {
-    let ids = prop::collection::vec((sid(), sid(), key()).prop_map(|(sid, canon, key)| IdRow { sid, canon, key }), 0..14);
+    let ids = prop::collection::vec(
+        (sid(), sid(), key()).prop_map(|(sid, canon, key)| IdRow { sid, canon, key }),
+        0..14,
+    );
     let ext = prop::collection::vec(
-        (prop::option::weighted(0.9, sid()), prop::sample::select(vec!["email", "anon"]), 0..3u8, prop::option::of("[a-f]{2}"), key())
-            .prop_map(|(sid, kind, v, hash, key)| ExtRow { sid, kind: kind.into(), value: format!("v{v}"), hash, key }),
+        (
+            prop::option::weighted(0.9, sid()),
+            prop::sample::select(vec!["email", "anon"]),
+            0..3u8,
+            prop::option::of("[a-f]{2}"),
+            key(),
+        )
+            .prop_map(|(sid, kind, v, hash, key)| ExtRow {
+                sid,
+                kind: kind.into(),
+                value: format!("v{v}"),
+                hash,
+                key,
+            }),
         0..10,
     );
     let traits = prop::collection::vec(
-        (prop::option::weighted(0.95, sid()), key(), prop::option::of("[xyz]"), prop::option::of(0..3i64))
-            .prop_map(|(sid, key, name, score)| TraitRow { sid, key, name, score }),
+        (
+            prop::option::weighted(0.95, sid()),
+            key(),
+            prop::option::of("[xyz]"),
+            prop::option::of(0..3i64),
+        )
+            .prop_map(|(sid, key, name, score)| TraitRow {
+                sid,
+                key,
+                name,
+                score,
+            }),
         0..14,
     );
     (ids, ext, traits).prop_map(|(ids, ext, traits)| History { ids, ext, traits })
@@ -83,8 +110,18 @@ struct Landing {
 }
 
 fn landing() -> impl Strategy<Value = Landing> {
-    (1..4usize, any::<u64>(), prop::sample::select(vec![1usize, 2, 7]), 1..4usize)
-        .prop_map(|(files, seed, batch_size, threads)| Landing { files, seed, batch_size, threads })
+    (
+        1..4usize,
+        any::<u64>(),
+        prop::sample::select(vec![1usize, 2, 7]),
+        1..4usize,
+    )
+        .prop_map(|(files, seed, batch_size, threads)| Landing {
+            files,
+            seed,
+            batch_size,
+            threads,
+        })
 }
 
 // ---- the model --------------------------------------------------------------
@@ -96,7 +133,10 @@ fn micros(v: i64) -> i64 {
 fn ts_text(v: Option<i64>) -> String {
     match v {
         None => "NULL".into(),
-        Some(v) => chrono::DateTime::from_timestamp_micros(micros(v)).unwrap().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Some(v) => chrono::DateTime::from_timestamp_micros(micros(v))
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string(),
     }
 }
 
@@ -123,8 +163,11 @@ fn model(h: &History) -> Model {
             latest.insert(&r.sid, r);
         }
     }
-    let mut next: BTreeMap<&str, &str> =
-        latest.iter().filter(|(s, r)| r.canon != **s).map(|(s, r)| (*s, r.canon.as_str())).collect();
+    let mut next: BTreeMap<&str, &str> = latest
+        .iter()
+        .filter(|(s, r)| r.canon != **s)
+        .map(|(s, r)| (*s, r.canon.as_str()))
+        .collect();
     // Break every cycle at its oldest edge (ties: smallest segment_id).
     loop {
         let mut cycle: Option<Vec<&str>> = None;
@@ -141,7 +184,11 @@ fn model(h: &History) -> Model {
             }
         }
         let Some(cycle) = cycle else { break };
-        let breaker = cycle.iter().min_by_key(|s| (latest[**s].key, **s)).copied().unwrap();
+        let breaker = cycle
+            .iter()
+            .min_by_key(|s| (latest[**s].key, **s))
+            .copied()
+            .unwrap();
         next.remove(breaker);
     }
     let canonical = |s: &str| -> String {
@@ -151,16 +198,23 @@ fn model(h: &History) -> Model {
         }
         cur.to_string()
     };
-    let mut id_graph: Vec<Vec<String>> =
-        latest.iter().map(|(s, r)| vec![s.to_string(), canonical(s), ts_text(r.key.1)]).collect();
+    let mut id_graph: Vec<Vec<String>> = latest
+        .iter()
+        .map(|(s, r)| vec![s.to_string(), canonical(s), ts_text(r.key.1)])
+        .collect();
     id_graph.sort();
-    let graph: BTreeMap<String, String> = latest.keys().map(|s| (s.to_string(), canonical(s))).collect();
+    let graph: BTreeMap<String, String> = latest
+        .keys()
+        .map(|s| (s.to_string(), canonical(s)))
+        .collect();
     let owner = |s: &str| graph.get(s).cloned().unwrap_or_else(|| s.to_string());
 
     let mut per_id: BTreeMap<(&str, &str), &ExtRow> = BTreeMap::new();
     for r in h.ext.iter().filter(|r| r.sid.is_some()) {
         let k = (r.kind.as_str(), r.value.as_str());
-        let better = |cur: &ExtRow| (r.key, (&r.sid, &r.hash, r.key.1)) > (cur.key, (&cur.sid, &cur.hash, cur.key.1));
+        let better = |cur: &ExtRow| {
+            (r.key, (&r.sid, &r.hash, r.key.1)) > (cur.key, (&cur.sid, &cur.hash, cur.key.1))
+        };
         if per_id.get(&k).is_none_or(|cur| better(cur)) {
             per_id.insert(k, r);
         }
@@ -168,8 +222,17 @@ fn model(h: &History) -> Model {
     let mut ext: Vec<Vec<String>> = per_id
         .iter()
         .map(|((kind, value), r)| {
-            let hash = r.hash.clone().unwrap_or_else(|| sha1_smol::Sha1::from(format!("{kind}{value}")).hexdigest());
-            vec![owner(r.sid.as_deref().unwrap()), kind.to_string(), value.to_string(), hash, ts_text(r.key.1)]
+            let hash = r
+                .hash
+                .clone()
+                .unwrap_or_else(|| sha1_smol::Sha1::from(format!("{kind}{value}")).hexdigest());
+            vec![
+                owner(r.sid.as_deref().unwrap()),
+                kind.to_string(),
+                value.to_string(),
+                hash,
+                ts_text(r.key.1),
+            ]
         })
         .collect();
     ext.sort();
@@ -180,14 +243,36 @@ fn model(h: &History) -> Model {
     let mut traits = vec![];
     for p in profiles {
         let merged_to = graph.get(&p).filter(|c| **c != p).cloned();
-        let rows: Vec<&TraitRow> =
-            h.traits.iter().filter(|r| merged_to.is_none() && r.sid.as_deref().map(owner).as_deref() == Some(p.as_str())).collect();
-        let name = rows.iter().filter(|r| r.name.is_some()).max_by(|a, b| (a.key, &a.name).cmp(&(b.key, &b.name))).and_then(|r| r.name.clone());
-        let score = rows.iter().filter(|r| r.score.is_some()).max_by(|a, b| (a.key, a.score).cmp(&(b.key, b.score))).and_then(|r| r.score);
-        traits.push(vec![p, opt(&name), score.map_or("NULL".into(), |s| s.to_string()), opt(&merged_to)]);
+        let rows: Vec<&TraitRow> = h
+            .traits
+            .iter()
+            .filter(|r| {
+                merged_to.is_none() && r.sid.as_deref().map(owner).as_deref() == Some(p.as_str())
+            })
+            .collect();
+        let name = rows
+            .iter()
+            .filter(|r| r.name.is_some())
+            .max_by(|a, b| (a.key, &a.name).cmp(&(b.key, &b.name)))
+            .and_then(|r| r.name.clone());
+        let score = rows
+            .iter()
+            .filter(|r| r.score.is_some())
+            .max_by(|a, b| (a.key, a.score).cmp(&(b.key, b.score)))
+            .and_then(|r| r.score);
+        traits.push(vec![
+            p,
+            opt(&name),
+            score.map_or("NULL".into(), |s| s.to_string()),
+            opt(&merged_to),
+        ]);
     }
     traits.sort();
-    Model { id_graph, ext, traits }
+    Model {
+        id_graph,
+        ext,
+        traits,
+    }
 }
 
 // ---- landing ------------------------------------------------------------------
@@ -195,7 +280,10 @@ fn model(h: &History) -> Model {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -219,20 +307,41 @@ fn strs(v: impl Iterator<Item = Option<String>>) -> ArrayRef {
 
 /// The order-key columns of some rows, encoded the way file `f` of a landing does.
 fn key_columns(keys: &[Key], f: usize, upper: bool) -> Vec<(String, ArrayRef)> {
-    let name = |n: &str| if upper { n.to_uppercase() } else { n.to_string() };
+    let name = |n: &str| {
+        if upper {
+            n.to_uppercase()
+        } else {
+            n.to_string()
+        }
+    };
     let seq: ArrayRef = if f % 2 == 1 {
         strs(keys.iter().map(|k| k.0.map(|v| v.to_string())))
     } else {
-        Arc::new(Int64Array::from(keys.iter().map(|k| k.0).collect::<Vec<_>>()))
+        Arc::new(Int64Array::from(
+            keys.iter().map(|k| k.0).collect::<Vec<_>>(),
+        ))
     };
     let ts = |get: fn(&Key) -> Option<i64>| -> ArrayRef {
         if f % 3 == 2 {
-            Arc::new(TimestampNanosecondArray::from(keys.iter().map(|k| get(k).map(|v| micros(v) * 1000)).collect::<Vec<_>>()))
+            Arc::new(TimestampNanosecondArray::from(
+                keys.iter()
+                    .map(|k| get(k).map(|v| micros(v) * 1000))
+                    .collect::<Vec<_>>(),
+            ))
         } else {
-            Arc::new(TimestampMicrosecondArray::from(keys.iter().map(|k| get(k).map(micros)).collect::<Vec<_>>()).with_timezone("UTC"))
+            Arc::new(
+                TimestampMicrosecondArray::from(
+                    keys.iter().map(|k| get(k).map(micros)).collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            )
         }
     };
-    vec![(name("seq"), seq), (name("timestamp"), ts(|k| k.1)), (name("uuid_ts"), ts(|k| k.2))]
+    vec![
+        (name("seq"), seq),
+        (name("timestamp"), ts(|k| k.1)),
+        (name("uuid_ts"), ts(|k| k.2)),
+    ]
 }
 
 /// Lands `h` under `root`; returns the history as landed (trait values in files
@@ -249,11 +358,26 @@ fn land(root: &Path, h: &History, l: &Landing) -> History {
         let up = upper_file(f);
         let n = |s: &str| if up { s.to_uppercase() } else { s.to_string() };
         let mut cols = vec![
-            (n("segment_id"), strs(rows.iter().map(|r| Some(r.sid.clone())))),
-            (n("canonical_segment_id"), strs(rows.iter().map(|r| Some(r.canon.clone())))),
+            (
+                n("segment_id"),
+                strs(rows.iter().map(|r| Some(r.sid.clone()))),
+            ),
+            (
+                n("canonical_segment_id"),
+                strs(rows.iter().map(|r| Some(r.canon.clone()))),
+            ),
         ];
-        cols.extend(key_columns(&rows.iter().map(|r| r.key).collect::<Vec<_>>(), f, up));
-        write(&root.join(format!("id_graph_updates/day=2024-01-0{f}/part-{f}.parquet")), cols);
+        cols.extend(key_columns(
+            &rows.iter().map(|r| r.key).collect::<Vec<_>>(),
+            f,
+            up,
+        ));
+        write(
+            &root.join(format!(
+                "id_graph_updates/day=2024-01-0{f}/part-{f}.parquet"
+            )),
+            cols,
+        );
     }
     for (f, group) in deal(h.ext.len(), l.files, &mut rng).into_iter().enumerate() {
         if group.is_empty() {
@@ -261,9 +385,18 @@ fn land(root: &Path, h: &History, l: &Landing) -> History {
         }
         let rows: Vec<&ExtRow> = group.iter().map(|i| &h.ext[*i]).collect();
         let mut cols = vec![
-            ("segment_id".to_string(), strs(rows.iter().map(|r| r.sid.clone()))),
-            ("external_id_type".to_string(), strs(rows.iter().map(|r| Some(r.kind.clone())))),
-            ("external_id_value".to_string(), strs(rows.iter().map(|r| Some(r.value.clone())))),
+            (
+                "segment_id".to_string(),
+                strs(rows.iter().map(|r| r.sid.clone())),
+            ),
+            (
+                "external_id_type".to_string(),
+                strs(rows.iter().map(|r| Some(r.kind.clone()))),
+            ),
+            (
+                "external_id_value".to_string(),
+                strs(rows.iter().map(|r| Some(r.value.clone()))),
+            ),
         ];
         // Older exports have no hash column at all.
         if f == 2 {
@@ -271,10 +404,20 @@ fn land(root: &Path, h: &History, l: &Landing) -> History {
                 landed.ext[*i].hash = None;
             }
         } else {
-            cols.push(("external_id_hash".to_string(), strs(rows.iter().map(|r| r.hash.clone()))));
+            cols.push((
+                "external_id_hash".to_string(),
+                strs(rows.iter().map(|r| r.hash.clone())),
+            ));
         }
-        cols.extend(key_columns(&rows.iter().map(|r| r.key).collect::<Vec<_>>(), f, false));
-        write(&root.join(format!("external_id_mapping_updates/part-{f}.parquet")), cols);
+        cols.extend(key_columns(
+            &rows.iter().map(|r| r.key).collect::<Vec<_>>(),
+            f,
+            false,
+        ));
+        write(
+            &root.join(format!("external_id_mapping_updates/part-{f}.parquet")),
+            cols,
+        );
     }
     let groups = deal(h.traits.len(), l.files, &mut rng);
     let later_files = groups.iter().skip(1).any(|g| !g.is_empty());
@@ -283,9 +426,19 @@ fn land(root: &Path, h: &History, l: &Landing) -> History {
             continue;
         }
         let rows: Vec<&TraitRow> = group.iter().map(|i| &h.traits[*i]).collect();
-        let mut cols = vec![("segment_id".to_string(), strs(rows.iter().map(|r| r.sid.clone())))];
-        cols.extend(key_columns(&rows.iter().map(|r| r.key).collect::<Vec<_>>(), f, false));
-        cols.push(("name".to_string(), strs(rows.iter().map(|r| r.name.clone()))));
+        let mut cols = vec![(
+            "segment_id".to_string(),
+            strs(rows.iter().map(|r| r.sid.clone())),
+        )];
+        cols.extend(key_columns(
+            &rows.iter().map(|r| r.key).collect::<Vec<_>>(),
+            f,
+            false,
+        ));
+        cols.push((
+            "name".to_string(),
+            strs(rows.iter().map(|r| r.name.clone())),
+        ));
         // Schema drift: the first file predates the `score` trait.
         if f == 0 && later_files {
             for i in &group {
@@ -293,16 +446,32 @@ fn land(root: &Path, h: &History, l: &Landing) -> History {
             }
         }
         if f != 0 || !later_files {
-            cols.push(("score".to_string(), Arc::new(Int64Array::from(rows.iter().map(|r| r.score).collect::<Vec<_>>()))));
+            cols.push((
+                "score".to_string(),
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.score).collect::<Vec<_>>(),
+                )),
+            ));
         }
-        cols.push(("context_ip".to_string(), strs(rows.iter().map(|_| Some("1.2.3.4".to_string())))));
-        write(&root.join(format!("profile_traits_updates/nested/deeper/part-{f}.parquet")), cols);
+        cols.push((
+            "context_ip".to_string(),
+            strs(rows.iter().map(|_| Some("1.2.3.4".to_string()))),
+        ));
+        write(
+            &root.join(format!(
+                "profile_traits_updates/nested/deeper/part-{f}.parquet"
+            )),
+            cols,
+        );
     }
     landed
 }
 
 fn write(path: &Path, cols: Vec<(String, ArrayRef)>) {
-    write_parquet(path, cols.iter().map(|(n, a)| (n.as_str(), a.clone())).collect());
+    write_parquet(
+        path,
+        cols.iter().map(|(n, a)| (n.as_str(), a.clone())).collect(),
+    );
 }
 
 fn check(h: &History, l: &Landing) -> Result<(), TestCaseError> {
@@ -315,13 +484,26 @@ fn check(h: &History, l: &Landing) -> Result<(), TestCaseError> {
         source: lake.display().to_string(),
         dest: dest.display().to_string(),
         views: View::ALL.to_vec(),
-        engine: EngineOptions { threads: Some(l.threads), batch_size: Some(l.batch_size), ..Default::default() },
+        engine: EngineOptions {
+            threads: Some(l.threads),
+            batch_size: Some(l.batch_size),
+            ..Default::default()
+        },
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(materialize(&opts, &NoProgress)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(materialize(&opts, &NoProgress))
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let m = model(h);
     prop_assert_eq!(read_rows(&dest.join("id_graph")), m.id_graph, "id_graph");
-    prop_assert_eq!(read_rows(&dest.join("external_id_mapping")), m.ext, "external_id_mapping");
+    prop_assert_eq!(
+        read_rows(&dest.join("external_id_mapping")),
+        m.ext,
+        "external_id_mapping"
+    );
     let mut expected = m.traits;
     if h.traits.is_empty() {
         // No profile_traits_updates table: no trait columns, only merged_to.
@@ -329,7 +511,11 @@ fn check(h: &History, l: &Landing) -> Result<(), TestCaseError> {
             r.drain(1..3);
         }
     }
-    prop_assert_eq!(read_rows(&dest.join("profile_traits")), expected, "profile_traits");
+    prop_assert_eq!(
+        read_rows(&dest.join("profile_traits")),
+        expected,
+        "profile_traits"
+    );
     Ok(())
 }
 

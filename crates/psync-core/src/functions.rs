@@ -33,11 +33,20 @@ impl ScalarUDFImpl for Sha1Hex {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let input = as_string_array(&arrays[0])?;
-        let out: StringArray =
-            input.iter().map(|v| v.map(|s| sha1_smol::Sha1::from(s).hexdigest())).collect();
+        let out: StringArray = input
+            .iter()
+            .map(|v| v.map(|s| sha1_smol::Sha1::from(s).hexdigest()))
+            .collect();
         let out: ArrayRef = Arc::new(out);
-        if args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) && out.len() == 1 {
-            return Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?));
+        if args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)))
+            && out.len() == 1
+        {
+            return Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::try_from_array(&out, 0)?,
+            ));
         }
         Ok(ColumnarValue::Array(out))
     }

@@ -61,19 +61,39 @@ impl ColumnKind {
 
 /// A required id column.
 pub const fn id(name: &'static str) -> Needed {
-    Needed { name, kind: ColumnKind::Id, required: true }
+    Needed {
+        name,
+        kind: ColumnKind::Id,
+        required: true,
+    }
 }
 
 /// An optional id column.
 pub const fn opt_id(name: &'static str) -> Needed {
-    Needed { name, kind: ColumnKind::Id, required: false }
+    Needed {
+        name,
+        kind: ColumnKind::Id,
+        required: false,
+    }
 }
 
 /// The three order-key columns, all optional (a NULL key sorts lowest).
 pub const ORDER_NEEDED: [Needed; 3] = [
-    Needed { name: "seq", kind: ColumnKind::Seq, required: false },
-    Needed { name: "timestamp", kind: ColumnKind::Time, required: false },
-    Needed { name: "uuid_ts", kind: ColumnKind::Time, required: false },
+    Needed {
+        name: "seq",
+        kind: ColumnKind::Seq,
+        required: false,
+    },
+    Needed {
+        name: "timestamp",
+        kind: ColumnKind::Time,
+        required: false,
+    },
+    Needed {
+        name: "uuid_ts",
+        kind: ColumnKind::Time,
+        required: false,
+    },
 ];
 
 /// Warnings gathered while planning and running; they go to the run record.
@@ -122,7 +142,12 @@ impl<'a> Inputs<'a> {
     /// `table` projected to `needed`, typed as `needed` says. A missing table is
     /// empty (with a warning), a missing optional column NULL, a missing required
     /// column an error naming the table.
-    pub fn select(&self, table: &str, needed: &[Needed], warnings: &mut Warnings) -> Result<DataFrame> {
+    pub fn select(
+        &self,
+        table: &str,
+        needed: &[Needed],
+        warnings: &mut Warnings,
+    ) -> Result<DataFrame> {
         self.select_with(table, needed, &[], warnings)
     }
 
@@ -136,14 +161,21 @@ impl<'a> Inputs<'a> {
         warnings: &mut Warnings,
     ) -> Result<DataFrame> {
         let Some(df) = self.whole(table)? else {
-            warnings.push(format!("table '{table}' not found in {}: read as empty", self.lake.location().display));
+            warnings.push(format!(
+                "table '{table}' not found in {}: read as empty",
+                self.lake.location().display
+            ));
             let schema = Schema::new(
                 needed
                     .iter()
-                    .map(|n| datafusion::arrow::datatypes::Field::new(n.name, n.kind.data_type(), true))
+                    .map(|n| {
+                        datafusion::arrow::datatypes::Field::new(n.name, n.kind.data_type(), true)
+                    })
                     .collect::<Vec<_>>(),
             );
-            return self.ctx.read_table(Arc::new(EmptyTable::new(Arc::new(schema))));
+            return self
+                .ctx
+                .read_table(Arc::new(EmptyTable::new(Arc::new(schema))));
         };
         let have = df.schema().clone();
         let mut exprs = Vec::with_capacity(needed.len());

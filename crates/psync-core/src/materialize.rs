@@ -102,7 +102,11 @@ impl Progress for NoProgress {
 
 /// A fresh run id: UTC time plus process id, sortable.
 pub fn new_run_id() -> String {
-    format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"), std::process::id())
+    format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+        std::process::id()
+    )
 }
 
 /// Runs a full materialization.

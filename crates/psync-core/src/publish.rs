@@ -13,8 +13,8 @@ use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
-use object_store::{ObjectStoreExt, PutPayload};
 use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
 use psync_lake_io::Location;
 
 use crate::error::{CoreError, Result};
@@ -75,17 +75,31 @@ impl Publisher {
         if let Some(dir) = &self.dest.local_dir {
             // DataFusion's writer does not create parent folders of a single file.
             let local = dir.join("_psync").join("tmp").join(&self.run_id);
-            std::fs::create_dir_all(&local)
-                .map_err(|e| CoreError::Publish { url: local.display().to_string(), message: e.to_string() })?;
+            std::fs::create_dir_all(&local).map_err(|e| CoreError::Publish {
+                url: local.display().to_string(),
+                message: e.to_string(),
+            })?;
         }
         let out = df
-            .write_parquet(&url, DataFrameWriteOptions::new().with_single_file_output(true), Some(parquet_options()))
+            .write_parquet(
+                &url,
+                DataFrameWriteOptions::new().with_single_file_output(true),
+                Some(parquet_options()),
+            )
             .await?;
         let rows = out
             .first()
-            .and_then(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>())
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+            })
             .map_or(0, |a| a.value(0));
-        Ok(Staged { view: view.to_string(), staging, rows })
+        Ok(Staged {
+            view: view.to_string(),
+            staging,
+            rows,
+        })
     }
 
     /// Makes staged views visible, one atomic rename each, and removes any other
@@ -94,23 +108,32 @@ impl Publisher {
         let store = &self.dest.store;
         for s in staged {
             let target = self.view_file(&s.view);
-            store.rename(&s.staging, &target).await.map_err(|e| CoreError::Publish {
-                url: self.dest.url_of(&target),
-                message: e.to_string(),
-            })?;
+            store
+                .rename(&s.staging, &target)
+                .await
+                .map_err(|e| CoreError::Publish {
+                    url: self.dest.url_of(&target),
+                    message: e.to_string(),
+                })?;
             let folder = self.dest.child(&[&s.view]);
             let others: Vec<_> = store
                 .list(Some(&folder))
                 .try_filter(|m| futures::future::ready(m.location != target))
                 .try_collect()
                 .await
-                .map_err(|e| CoreError::Publish { url: self.dest.url_of(&folder), message: e.to_string() })?;
-            for other in others {
-                tracing::warn!(file = %other.location, "removing a file that is not part of the view");
-                store.delete(&other.location).await.map_err(|e| CoreError::Publish {
-                    url: self.dest.url_of(&other.location),
+                .map_err(|e| CoreError::Publish {
+                    url: self.dest.url_of(&folder),
                     message: e.to_string(),
                 })?;
+            for other in others {
+                tracing::warn!(file = %other.location, "removing a file that is not part of the view");
+                store
+                    .delete(&other.location)
+                    .await
+                    .map_err(|e| CoreError::Publish {
+                        url: self.dest.url_of(&other.location),
+                        message: e.to_string(),
+                    })?;
             }
         }
         self.cleanup().await;
@@ -120,7 +143,15 @@ impl Publisher {
     /// Removes this run's staging folder (best effort: a leftover is harmless).
     pub async fn cleanup(&self) {
         let dir = self.staging_dir();
-        let Ok(files) = self.dest.store.list(Some(&dir)).try_collect::<Vec<_>>().await else { return };
+        let Ok(files) = self
+            .dest
+            .store
+            .list(Some(&dir))
+            .try_collect::<Vec<_>>()
+            .await
+        else {
+            return;
+        };
         for f in files {
             let _ = self.dest.store.delete(&f.location).await;
         }
@@ -133,13 +164,18 @@ impl Publisher {
     pub async fn record(&self, json: &serde_json::Value) -> Result<()> {
         let body = serde_json::to_vec_pretty(json).map_err(|e| CoreError::Config(e.to_string()))?;
         for path in [
-            self.dest.child(&["_psync", "runs", &format!("{}.json", self.run_id)]),
+            self.dest
+                .child(&["_psync", "runs", &format!("{}.json", self.run_id)]),
             self.dest.child(&["_psync", "last_run.json"]),
         ] {
-            self.dest.store.put(&path, PutPayload::from(body.clone())).await.map_err(|e| CoreError::Publish {
-                url: self.dest.url_of(&path),
-                message: e.to_string(),
-            })?;
+            self.dest
+                .store
+                .put(&path, PutPayload::from(body.clone()))
+                .await
+                .map_err(|e| CoreError::Publish {
+                    url: self.dest.url_of(&path),
+                    message: e.to_string(),
+                })?;
         }
         Ok(())
     }

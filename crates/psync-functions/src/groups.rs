@@ -20,15 +20,14 @@
 //! nothing points at it, which makes "no value yet" the lowest possible winner.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int64Array, StructArray, new_null_array,
 };
 use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::compute::{SortOptions, interleave, nullif};
 use datafusion::arrow::compute::kernels::boolean::not;
+use datafusion::arrow::compute::{SortOptions, interleave, nullif};
 use datafusion::arrow::datatypes::{DataType, Fields};
 use datafusion::common::{Result, internal_err};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
@@ -62,7 +61,10 @@ impl ValueShape {
             ValueShape::Single(_) => Ok(vec![value.clone()]),
             ValueShape::Struct(_) => {
                 let Some(s) = value.as_struct_opt() else {
-                    return internal_err!("last_seen_struct: expected a struct argument, got {}", value.data_type());
+                    return internal_err!(
+                        "last_seen_struct: expected a struct argument, got {}",
+                        value.data_type()
+                    );
                 };
                 let parent = s.nulls().filter(|n| n.null_count() > 0);
                 s.columns()
@@ -86,9 +88,11 @@ impl ValueShape {
                 Some(c) if columns.is_empty() => Ok(c),
                 _ => internal_err!("last_seen: expected exactly one result column"),
             },
-            ValueShape::Struct(fields) => {
-                Ok(Arc::new(StructArray::try_new(fields.clone(), columns, None)?))
-            }
+            ValueShape::Struct(fields) => Ok(Arc::new(StructArray::try_new(
+                fields.clone(),
+                columns,
+                None,
+            )?)),
         }
     }
 }
@@ -108,7 +112,12 @@ struct Chunk {
 impl Chunk {
     fn new(values: Vec<ArrayRef>, keys: Vec<Key>, per_field: bool) -> Self {
         let valid = values.iter().map(|v| v.logical_nulls()).collect();
-        Chunk { values, valid, keys, per_field }
+        Chunk {
+            values,
+            valid,
+            keys,
+            per_field,
+        }
     }
 
     #[inline]
@@ -117,7 +126,10 @@ impl Chunk {
     }
 
     fn memory(&self) -> usize {
-        self.values.iter().map(|v| v.get_array_memory_size()).sum::<usize>()
+        self.values
+            .iter()
+            .map(|v| v.get_array_memory_size())
+            .sum::<usize>()
             + self.keys.capacity() * size_of::<Key>()
     }
 }
@@ -144,6 +156,10 @@ pub(crate) struct LastSeenGroups {
     chunks: Vec<Chunk>,
     /// `ptrs[group * m + field]`: the winner of that field in that group.
     ptrs: Vec<u64>,
+    /// `gmax[group * n..]`: an upper bound of every winner key of the group (the
+    /// greatest key offered). A row above it wins every field it has a value for
+    /// without a per-field comparison, the common case when rows land in order.
+    gmax: Vec<Key>,
     retained_rows: usize,
     live_rows_after_compaction: usize,
     chunk_bytes: usize,
@@ -159,6 +175,7 @@ impl LastSeenGroups {
             ignore_nulls,
             chunks: vec![],
             ptrs: vec![],
+            gmax: vec![],
             retained_rows: 0,
             live_rows_after_compaction: 0,
             chunk_bytes: 0,
@@ -168,11 +185,17 @@ impl LastSeenGroups {
     }
 
     fn reset(&mut self) {
-        let values = self.shape.field_types().iter().map(|t| new_null_array(t, 1)).collect();
+        let values = self
+            .shape
+            .field_types()
+            .iter()
+            .map(|t| new_null_array(t, 1))
+            .collect();
         let sentinel = Chunk::new(values, vec![NULL_KEY; self.n], false);
         self.chunk_bytes = sentinel.memory();
         self.chunks = vec![sentinel];
         self.ptrs = vec![];
+        self.gmax = vec![];
         self.retained_rows = 0;
         self.live_rows_after_compaction = 0;
     }
@@ -182,15 +205,25 @@ impl LastSeenGroups {
         let (c, row) = unptr(p);
         let chunk = &self.chunks[c];
         let n = self.n;
-        let start = if chunk.per_field { (row * self.m + field) * n } else { row * n };
+        let start = if chunk.per_field {
+            (row * self.m + field) * n
+        } else {
+            row * n
+        };
         &chunk.keys[start..start + n]
     }
 
     /// Orders two candidates of one field on a full key tie: the greater value wins.
     fn cmp_values(&self, a: u64, b: u64, field: usize) -> Result<Ordering> {
         let ((ca, ra), (cb, rb)) = (unptr(a), unptr(b));
-        let (va, vb) = (&self.chunks[ca].values[field], &self.chunks[cb].values[field]);
-        let opts = SortOptions { descending: false, nulls_first: true };
+        let (va, vb) = (
+            &self.chunks[ca].values[field],
+            &self.chunks[cb].values[field],
+        );
+        let opts = SortOptions {
+            descending: false,
+            nulls_first: true,
+        };
         let cmp = datafusion::arrow::array::make_comparator(va.as_ref(), vb.as_ref(), opts)?;
         Ok(cmp(ra, rb))
     }
@@ -206,12 +239,18 @@ impl LastSeenGroups {
         total_num_groups: usize,
     ) -> Result<()> {
         if values.len() != self.m {
-            return internal_err!("last_seen: expected {} value columns, got {}", self.m, values.len());
+            return internal_err!(
+                "last_seen: expected {} value columns, got {}",
+                self.m,
+                values.len()
+            );
         }
         self.ptrs.resize(total_num_groups * self.m, 0);
+        self.gmax.resize(total_num_groups * self.n, NULL_KEY);
         let rows = group_indices.len();
         let c = self.chunks.len();
         self.chunks.push(Chunk::new(values, keys, per_field));
+        let (m, n) = (self.m, self.n);
         let mut won = false;
         for (row, &g) in group_indices.iter().enumerate() {
             if let Some(f) = opt_filter {
@@ -220,11 +259,27 @@ impl LastSeenGroups {
                 }
             }
             let cand = ptr(c, row);
-            for field in 0..self.m {
+            if !per_field {
+                let key = &self.chunks[c].keys[row * n..(row + 1) * n];
+                let bound = &mut self.gmax[g * n..(g + 1) * n];
+                if cmp_keys(key, bound) == Ordering::Greater {
+                    // Newer than anything the group has seen: every value it has wins.
+                    bound.copy_from_slice(key);
+                    let chunk = &self.chunks[c];
+                    for (field, slot) in self.ptrs[g * m..(g + 1) * m].iter_mut().enumerate() {
+                        if !self.ignore_nulls || chunk.is_valid(field, row) {
+                            *slot = cand;
+                            won = true;
+                        }
+                    }
+                    continue;
+                }
+            }
+            for field in 0..m {
                 if self.ignore_nulls && !self.chunks[c].is_valid(field, row) {
                     continue;
                 }
-                let slot = g * self.m + field;
+                let slot = g * m + field;
                 let cur = self.ptrs[slot];
                 let ord = match cmp_keys(self.key_of(cand, field), self.key_of(cur, field)) {
                     Ordering::Equal => self.cmp_values(cand, cur, field)?,
@@ -233,6 +288,14 @@ impl LastSeenGroups {
                 if ord == Ordering::Greater {
                     self.ptrs[slot] = cand;
                     won = true;
+                    if per_field {
+                        let start = (row * m + field) * n;
+                        let key = &self.chunks[c].keys[start..start + n];
+                        let bound = &mut self.gmax[g * n..(g + 1) * n];
+                        if cmp_keys(key, bound) == Ordering::Greater {
+                            bound.copy_from_slice(key);
+                        }
+                    }
                 }
             }
         }
@@ -258,20 +321,27 @@ impl LastSeenGroups {
     /// Rebuilds the chunks so that they hold only rows some group still points at.
     fn compact(&mut self) -> Result<()> {
         // New chunk 1 gathers rows with a shared key, chunk 2 rows with per-field keys.
-        let mut remap: HashMap<u64, u64> = HashMap::new();
+        // `remap[chunk][row]` is the row's new pointer once it has been placed.
+        let mut remap: Vec<Vec<u64>> = self
+            .chunks
+            .iter()
+            .map(|ch| vec![0; ch.values.first().map_or(0, |v| v.len())])
+            .collect();
         let mut sources: [Vec<(usize, usize)>; 2] = [vec![], vec![]];
         for p in self.ptrs.iter_mut() {
             if *p == 0 {
                 continue;
             }
-            let old = *p;
-            *p = *remap.entry(old).or_insert_with(|| {
-                let (c, row) = unptr(old);
+            let (c, row) = unptr(*p);
+            let slot = &mut remap[c][row];
+            if *slot == 0 {
                 let layout = usize::from(self.chunks[c].per_field);
                 sources[layout].push((c, row));
-                ptr(1 + layout, sources[layout].len() - 1)
-            });
+                *slot = ptr(1 + layout, sources[layout].len() - 1);
+            }
+            *p = *slot;
         }
+        drop(remap);
         let n = self.n;
         let m = self.m;
         let mut fresh = Vec::with_capacity(3);
@@ -302,8 +372,12 @@ impl LastSeenGroups {
     /// Takes the pointers of the groups `emit_to` names, shifting the rest down.
     fn take_ptrs(&mut self, emit_to: EmitTo) -> Vec<u64> {
         match emit_to {
-            EmitTo::All => std::mem::take(&mut self.ptrs),
+            EmitTo::All => {
+                self.gmax.clear();
+                std::mem::take(&mut self.ptrs)
+            }
             EmitTo::First(groups) => {
+                self.gmax.drain(..groups * self.n);
                 let rest = self.ptrs.split_off(groups * self.m);
                 std::mem::replace(&mut self.ptrs, rest)
             }
@@ -312,9 +386,17 @@ impl LastSeenGroups {
 
     /// Gathers the winning value of `field` for every group in `ptrs`.
     fn gather(&self, ptrs: &[u64], field: usize) -> Result<ArrayRef> {
-        let arrays: Vec<&dyn Array> = self.chunks.iter().map(|c| c.values[field].as_ref()).collect();
-        let indices: Vec<(usize, usize)> =
-            ptrs.iter().skip(field).step_by(self.m).map(|&p| unptr(p)).collect();
+        let arrays: Vec<&dyn Array> = self
+            .chunks
+            .iter()
+            .map(|c| c.values[field].as_ref())
+            .collect();
+        let indices: Vec<(usize, usize)> = ptrs
+            .iter()
+            .skip(field)
+            .step_by(self.m)
+            .map(|&p| unptr(p))
+            .collect();
         Ok(interleave(&arrays, &indices)?)
     }
 
@@ -355,7 +437,14 @@ impl GroupsAccumulator for LastSeenGroups {
         };
         let fields = self.shape.split(value)?;
         let keys = self.encode_shared_keys(order, group_indices.len())?;
-        self.absorb(fields, keys, false, group_indices, opt_filter, total_num_groups)
+        self.absorb(
+            fields,
+            keys,
+            false,
+            group_indices,
+            opt_filter,
+            total_num_groups,
+        )
     }
 
     fn merge_batch(
@@ -366,29 +455,47 @@ impl GroupsAccumulator for LastSeenGroups {
     ) -> Result<()> {
         let (m, n) = (self.m, self.n);
         if values.len() != m + m * n {
-            return internal_err!("last_seen: expected {} state columns, got {}", m + m * n, values.len());
+            return internal_err!(
+                "last_seen: expected {} state columns, got {}",
+                m + m * n,
+                values.len()
+            );
         }
         let rows = group_indices.len();
         let (fields, key_cols) = values.split_at(m);
-        let key_cols = key_cols.iter().map(order_as_i64).collect::<Result<Vec<_>>>()?;
+        let key_cols = key_cols
+            .iter()
+            .map(order_as_i64)
+            .collect::<Result<Vec<_>>>()?;
         // State keys are field-major ([field][order arg]); with per-field layout a
         // row's keys are contiguous per field, which is what encode_keys produces
         // when given all m*n columns in that order.
         let mut keys = Vec::with_capacity(rows * m * n);
         encode_keys(&key_cols, rows, &mut keys);
-        self.absorb(fields.to_vec(), keys, m > 1, group_indices, None, total_num_groups)
+        self.absorb(
+            fields.to_vec(),
+            keys,
+            m > 1,
+            group_indices,
+            None,
+            total_num_groups,
+        )
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let ptrs = self.take_ptrs(emit_to);
-        let columns = (0..self.m).map(|f| self.gather(&ptrs, f)).collect::<Result<Vec<_>>>()?;
+        let columns = (0..self.m)
+            .map(|f| self.gather(&ptrs, f))
+            .collect::<Result<Vec<_>>>()?;
         self.finish_emit(emit_to);
         self.shape.assemble(columns)
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let ptrs = self.take_ptrs(emit_to);
-        let mut out = (0..self.m).map(|f| self.gather(&ptrs, f)).collect::<Result<Vec<_>>>()?;
+        let mut out = (0..self.m)
+            .map(|f| self.gather(&ptrs, f))
+            .collect::<Result<Vec<_>>>()?;
         for f in 0..self.m {
             for j in 0..self.n {
                 out.push(self.gather_keys(&ptrs, f, j));
@@ -430,6 +537,8 @@ impl GroupsAccumulator for LastSeenGroups {
     }
 
     fn size(&self) -> usize {
-        self.chunk_bytes + self.ptrs.capacity() * size_of::<u64>()
+        self.chunk_bytes
+            + self.ptrs.capacity() * size_of::<u64>()
+            + self.gmax.capacity() * size_of::<Key>()
     }
 }

@@ -41,9 +41,17 @@ macro_rules! singleton {
     };
 }
 
-singleton!(last_seen, Kind::LastSeen, "The `last_seen` aggregate function.");
+singleton!(
+    last_seen,
+    Kind::LastSeen,
+    "The `last_seen` aggregate function."
+);
 singleton!(latest, Kind::Latest, "The `latest` aggregate function.");
-singleton!(last_seen_struct, Kind::LastSeenStruct, "The `last_seen_struct` aggregate function.");
+singleton!(
+    last_seen_struct,
+    Kind::LastSeenStruct,
+    "The `last_seen_struct` aggregate function."
+);
 
 /// Every function of this crate.
 pub fn all() -> Vec<Arc<AggregateUDF>> {

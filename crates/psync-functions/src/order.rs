@@ -115,6 +115,9 @@ mod tests {
     #[test]
     fn rejects_strings() {
         assert!(coerce_order_type("f", &DataType::Utf8).is_err());
-        assert_eq!(coerce_order_type("f", &DataType::Int32).unwrap(), DataType::Int64);
+        assert_eq!(
+            coerce_order_type("f", &DataType::Int32).unwrap(),
+            DataType::Int64
+        );
     }
 }

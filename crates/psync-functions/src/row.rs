@@ -6,8 +6,8 @@
 use std::cmp::Ordering;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array};
-use datafusion::common::{Result, ScalarValue, internal_err};
 use datafusion::common::scalar::ScalarStructBuilder;
+use datafusion::common::{Result, ScalarValue, internal_err};
 use datafusion::logical_expr::Accumulator;
 
 use crate::groups::ValueShape;
@@ -44,9 +44,19 @@ impl LastSeenRow {
         let best = shape
             .field_types()
             .iter()
-            .map(|t| Ok(Best { key: vec![None; n], value: ScalarValue::try_from(t)? }))
+            .map(|t| {
+                Ok(Best {
+                    key: vec![None; n],
+                    value: ScalarValue::try_from(t)?,
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
-        Ok(LastSeenRow { shape, n, ignore_nulls, best })
+        Ok(LastSeenRow {
+            shape,
+            n,
+            ignore_nulls,
+            best,
+        })
     }
 
     /// Offers one candidate to one field.
@@ -55,14 +65,18 @@ impl LastSeenRow {
             return;
         }
         let best = &mut self.best[field];
-        let ord = key.cmp(&best.key).then_with(|| cmp_scalar(&value, &best.value));
+        let ord = key
+            .cmp(&best.key)
+            .then_with(|| cmp_scalar(&value, &best.value));
         if ord == Ordering::Greater {
             *best = Best { key, value };
         }
     }
 
     fn key_at(cols: &[Int64Array], row: usize) -> Vec<Option<i64>> {
-        cols.iter().map(|c| c.is_valid(row).then(|| c.value(row))).collect()
+        cols.iter()
+            .map(|c| c.is_valid(row).then(|| c.value(row)))
+            .collect()
     }
 }
 
@@ -124,6 +138,10 @@ impl Accumulator for LastSeenRow {
 
     fn size(&self) -> usize {
         size_of_val(self)
-            + self.best.iter().map(|b| b.value.size() + b.key.capacity() * 16).sum::<usize>()
+            + self
+                .best
+                .iter()
+                .map(|b| b.value.size() + b.key.capacity() * 16)
+                .sum::<usize>()
     }
 }

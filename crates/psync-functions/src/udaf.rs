@@ -50,14 +50,21 @@ pub struct LastSeenUdaf {
 impl LastSeenUdaf {
     /// The function of the given kind.
     pub fn new(kind: Kind) -> Self {
-        LastSeenUdaf { kind, signature: Signature::user_defined(Volatility::Immutable) }
+        LastSeenUdaf {
+            kind,
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
     }
 
     fn shape(&self, value_type: &DataType) -> Result<ValueShape> {
         match (self.kind, value_type) {
-            (Kind::LastSeenStruct, DataType::Struct(fields)) => Ok(ValueShape::Struct(nullable(fields))),
+            (Kind::LastSeenStruct, DataType::Struct(fields)) => {
+                Ok(ValueShape::Struct(nullable(fields)))
+            }
             (Kind::LastSeenStruct, other) => {
-                plan_err!("last_seen_struct: the first argument must be a struct (e.g. named_struct(...)), not {other}")
+                plan_err!(
+                    "last_seen_struct: the first argument must be a struct (e.g. named_struct(...)), not {other}"
+                )
             }
             (_, dt) => Ok(ValueShape::Single(dt.clone())),
         }
@@ -66,7 +73,10 @@ impl LastSeenUdaf {
 
 /// Every result field can be NULL (a group may never see a value).
 fn nullable(fields: &Fields) -> Fields {
-    fields.iter().map(|f| Arc::new(f.as_ref().clone().with_nullable(true))).collect()
+    fields
+        .iter()
+        .map(|f| Arc::new(f.as_ref().clone().with_nullable(true)))
+        .collect()
 }
 
 /// Replaces view types (which would drag whole input buffers into the state) by
@@ -78,7 +88,13 @@ fn without_views(dt: &DataType) -> DataType {
         DataType::Struct(fields) => DataType::Struct(
             fields
                 .iter()
-                .map(|f| Arc::new(f.as_ref().clone().with_data_type(without_views(f.data_type()))))
+                .map(|f| {
+                    Arc::new(
+                        f.as_ref()
+                            .clone()
+                            .with_data_type(without_views(f.data_type())),
+                    )
+                })
                 .collect(),
         ),
         other => other.clone(),
@@ -145,7 +161,9 @@ impl AggregateUDFImpl for LastSeenUdaf {
             return plan_err!("{name} needs a value and at least one order key");
         };
         if order.is_empty() {
-            return plan_err!("{name} needs at least one order key after the value, e.g. {name}(x, seq)");
+            return plan_err!(
+                "{name} needs at least one order key after the value, e.g. {name}(x, seq)"
+            );
         }
         std::iter::once(Ok(without_views(value)))
             .chain(order.iter().map(|t| coerce_order_type(name, t)))
@@ -166,7 +184,11 @@ impl AggregateUDFImpl for LastSeenUdaf {
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         let shape = self.shape(args.expr_fields[0].data_type())?;
         let n = args.expr_fields.len() - 1;
-        Ok(Box::new(LastSeenRow::new(shape, n, self.kind.ignore_nulls())?))
+        Ok(Box::new(LastSeenRow::new(
+            shape,
+            n,
+            self.kind.ignore_nulls(),
+        )?))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -180,7 +202,11 @@ impl AggregateUDFImpl for LastSeenUdaf {
             .collect();
         for f in 0..types.len() {
             for j in 0..n {
-                out.push(Arc::new(Field::new(format!("{}[{f}].key{j}", args.name), DataType::Int64, true)));
+                out.push(Arc::new(Field::new(
+                    format!("{}[{f}].key{j}", args.name),
+                    DataType::Int64,
+                    true,
+                )));
             }
         }
         Ok(out)
@@ -190,10 +216,17 @@ impl AggregateUDFImpl for LastSeenUdaf {
         true
     }
 
-    fn create_groups_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
         let shape = self.shape(args.expr_fields[0].data_type())?;
         let n = args.expr_fields.len() - 1;
-        Ok(Box::new(LastSeenGroups::new(shape, n, self.kind.ignore_nulls())))
+        Ok(Box::new(LastSeenGroups::new(
+            shape,
+            n,
+            self.kind.ignore_nulls(),
+        )))
     }
 
     fn documentation(&self) -> Option<&Documentation> {

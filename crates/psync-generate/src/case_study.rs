@@ -22,47 +22,137 @@ pub fn case_study(dest: &Path) -> Result<(), GenError> {
     let mut ids = TableBuf::new(
         dest,
         "id_graph_updates",
-        vec![s("segment_id"), s("canonical_segment_id"), s("triggering_event_type"), s("triggering_event_id"), i("seq"), t("timestamp"), t("uuid_ts")],
+        vec![
+            s("segment_id"),
+            s("canonical_segment_id"),
+            s("triggering_event_type"),
+            s("triggering_event_id"),
+            i("seq"),
+            t("timestamp"),
+            t("uuid_ts"),
+        ],
         usize::MAX,
         false,
         false,
     );
     for (seq, sid, canon, ev_type, ev, ts) in [
-        (1, "profile_1", "profile_1", "page", "event_1", at(5, 2, 14, 1, 0)),
-        (4, "profile_2", "profile_2", "page", "event_3", at(6, 22, 10, 47, 15)),
-        (5, "profile_2", "profile_1", "identify", "event_4", at(6, 22, 10, 48, 0)),
+        (
+            1,
+            "profile_1",
+            "profile_1",
+            "page",
+            "event_1",
+            at(5, 2, 14, 1, 0),
+        ),
+        (
+            4,
+            "profile_2",
+            "profile_2",
+            "page",
+            "event_3",
+            at(6, 22, 10, 47, 15),
+        ),
+        (
+            5,
+            "profile_2",
+            "profile_1",
+            "identify",
+            "event_4",
+            at(6, 22, 10, 48, 0),
+        ),
     ] {
-        ids.push(vec![st(sid), st(canon), st(ev_type), st(ev), Val::I64(seq), Val::Ts(ts), Val::Ts(ts + 2_000_000)], "2022-05-02")?;
+        ids.push(
+            vec![
+                st(sid),
+                st(canon),
+                st(ev_type),
+                st(ev),
+                Val::I64(seq),
+                Val::Ts(ts),
+                Val::Ts(ts + 2_000_000),
+            ],
+            "2022-05-02",
+        )?;
     }
     ids.flush()?;
 
     let mut ext = TableBuf::new(
         dest,
         "external_id_mapping_updates",
-        vec![s("segment_id"), s("external_id_type"), s("external_id_value"), i("seq"), t("timestamp"), t("uuid_ts")],
+        vec![
+            s("segment_id"),
+            s("external_id_type"),
+            s("external_id_value"),
+            i("seq"),
+            t("timestamp"),
+            t("uuid_ts"),
+        ],
         usize::MAX,
         false,
         false,
     );
     for (seq, sid, kind, value, ts) in [
-        (2, "profile_1", "anonymous_id", "5285bc35-05ef-4d21", at(5, 2, 14, 1, 0)),
-        (3, "profile_1", "email", "jane.kim@segment.com", at(5, 2, 14, 1, 47)),
-        (6, "profile_2", "anonymous_id", "b50e18a5-1b8d-451c", at(6, 22, 10, 48, 0)),
+        (
+            2,
+            "profile_1",
+            "anonymous_id",
+            "5285bc35-05ef-4d21",
+            at(5, 2, 14, 1, 0),
+        ),
+        (
+            3,
+            "profile_1",
+            "email",
+            "jane.kim@segment.com",
+            at(5, 2, 14, 1, 47),
+        ),
+        (
+            6,
+            "profile_2",
+            "anonymous_id",
+            "b50e18a5-1b8d-451c",
+            at(6, 22, 10, 48, 0),
+        ),
     ] {
-        ext.push(vec![st(sid), st(kind), st(value), Val::I64(seq), Val::Ts(ts), Val::Ts(ts + 2_000_000)], "2022-05-02")?;
+        ext.push(
+            vec![
+                st(sid),
+                st(kind),
+                st(value),
+                Val::I64(seq),
+                Val::Ts(ts),
+                Val::Ts(ts + 2_000_000),
+            ],
+            "2022-05-02",
+        )?;
     }
     ext.flush()?;
 
     let mut traits = TableBuf::new(
         dest,
         "profile_traits_updates",
-        vec![s("segment_id"), i("seq"), t("timestamp"), t("uuid_ts"), s("email")],
+        vec![
+            s("segment_id"),
+            i("seq"),
+            t("timestamp"),
+            t("uuid_ts"),
+            s("email"),
+        ],
         usize::MAX,
         false,
         false,
     );
     for (seq, ts) in [(3, at(5, 2, 14, 1, 47)), (7, at(6, 22, 10, 48, 0))] {
-        traits.push(vec![st("profile_1"), Val::I64(seq), Val::Ts(ts), Val::Ts(ts + 2_000_000), st("jane.kim@segment.com")], "2022-05-02")?;
+        traits.push(
+            vec![
+                st("profile_1"),
+                Val::I64(seq),
+                Val::Ts(ts),
+                Val::Ts(ts + 2_000_000),
+                st("jane.kim@segment.com"),
+            ],
+            "2022-05-02",
+        )?;
     }
     traits.flush()
 }

@@ -90,8 +90,16 @@ pub struct GenSummary {
 }
 
 /// Names of the first trait columns; later ones are `trait_<k>`.
-const TRAIT_NAMES: &[&str] =
-    &["email", "first_name", "plan", "age", "lifetime_value", "is_vip", "city", "last_seen_at"];
+const TRAIT_NAMES: &[&str] = &[
+    "email",
+    "first_name",
+    "plan",
+    "age",
+    "lifetime_value",
+    "is_vip",
+    "city",
+    "last_seen_at",
+];
 
 /// The type of trait `k`: string, integer, double, boolean, timestamp by turns.
 fn trait_col(k: usize) -> Col {
@@ -105,14 +113,21 @@ fn trait_col(k: usize) -> Col {
 }
 
 fn trait_name(k: usize) -> String {
-    TRAIT_NAMES.get(k).map_or_else(|| format!("trait_{k}"), |s| s.to_string())
+    TRAIT_NAMES
+        .get(k)
+        .map_or_else(|| format!("trait_{k}"), |s| s.to_string())
 }
 
 const T0_MICROS: i64 = 1_704_067_200_000_000; // 2024-01-01T00:00:00Z
 const DAY_MICROS: i64 = 86_400_000_000;
 const PLANS: &[&str] = &["free", "starter", "pro", "enterprise"];
 const CITIES: &[&str] = &["Lisbon", "Austin", "Osaka", "Nairobi", "Oslo", "Lima"];
-const EVENTS: &[&str] = &["Product Viewed", "Order Completed", "Signed Up", "Cart Viewed"];
+const EVENTS: &[&str] = &[
+    "Product Viewed",
+    "Order Completed",
+    "Signed Up",
+    "Cart Viewed",
+];
 const TRIGGERS: &[&str] = &["identify", "page", "track", "screen"];
 
 struct Sim {
@@ -188,7 +203,14 @@ impl Sim {
         Ok(())
     }
 
-    fn ext_id(&mut self, i: u32, kind: &str, value: String, ts: i64, day: &str) -> Result<(), GenError> {
+    fn ext_id(
+        &mut self,
+        i: u32,
+        kind: &str,
+        value: String,
+        ts: i64,
+        day: &str,
+    ) -> Result<(), GenError> {
         self.seq += 1;
         let hash = if self.rng.random_bool(0.9) {
             Val::Str(sha1_smol::Sha1::from(format!("{kind}{value}")).hexdigest())
@@ -212,7 +234,10 @@ impl Sim {
             return Val::Null;
         }
         match k % 8 {
-            0 => Val::Str(format!("user{owner}+{}@example.com", self.rng.random_range(0..3))),
+            0 => Val::Str(format!(
+                "user{owner}+{}@example.com",
+                self.rng.random_range(0..3)
+            )),
             1 => Val::Str(format!("Name{}", self.rng.random_range(0..500))),
             2 => Val::Str(PLANS[self.rng.random_range(0..PLANS.len())].into()),
             3 => Val::I64(self.rng.random_range(18..90)),
@@ -233,9 +258,19 @@ impl Sim {
         };
         let (seq, ts, uuid_ts, day) = self.tick();
         let full = self.rng.random_bool(0.3);
-        let mut row = vec![Val::Str(sid(target)), Val::I64(seq), Val::Ts(ts), Val::Ts(uuid_ts), Val::Str("analytics-ruby".into())];
+        let mut row = vec![
+            Val::Str(sid(target)),
+            Val::I64(seq),
+            Val::Ts(ts),
+            Val::Ts(uuid_ts),
+            Val::Str("analytics-ruby".into()),
+        ];
         for k in 0..self.opts.traits {
-            let v = if full || self.rng.random_bool(0.3) { self.trait_value(k, i) } else { Val::Null };
+            let v = if full || self.rng.random_bool(0.3) {
+                self.trait_value(k, i)
+            } else {
+                Val::Null
+            };
             row.push(v);
         }
         let duplicate = self.rng.random_bool(0.01);
@@ -307,7 +342,10 @@ impl Sim {
             if m == a {
                 continue;
             }
-            if self.rng.random_bool(self.opts.drop_recursive.clamp(0.0, 1.0)) {
+            if self
+                .rng
+                .random_bool(self.opts.drop_recursive.clamp(0.0, 1.0))
+            {
                 self.dropped += 1;
                 continue;
             }
@@ -326,9 +364,19 @@ impl Sim {
         self.members[b as usize].extend(moved);
         // The merge writes the surviving profile's traits again (a partial row here).
         self.seq += 1;
-        let mut row = vec![Val::Str(sid(b)), Val::I64(self.seq), Val::Ts(ts), Val::Ts(uuid_ts), Val::Null];
+        let mut row = vec![
+            Val::Str(sid(b)),
+            Val::I64(self.seq),
+            Val::Ts(ts),
+            Val::Ts(uuid_ts),
+            Val::Null,
+        ];
         for k in 0..self.opts.traits {
-            let v = if k % 3 == 0 { self.trait_value(k, b) } else { Val::Null };
+            let v = if k % 3 == 0 {
+                self.trait_value(k, b)
+            } else {
+                Val::Null
+            };
             row.push(v);
         }
         self.traits.push(row, &day)?;
@@ -358,7 +406,15 @@ pub fn generate(dest: &Path, opts: &GenOptions) -> Result<GenSummary, GenError> 
     let ids = TableBuf::new(
         dest,
         "id_graph_updates",
-        vec![s("segment_id"), s("canonical_segment_id"), s("triggering_event_type"), s("triggering_event_id"), i("seq"), t("timestamp"), t("uuid_ts")],
+        vec![
+            s("segment_id"),
+            s("canonical_segment_id"),
+            s("triggering_event_type"),
+            s("triggering_event_id"),
+            i("seq"),
+            t("timestamp"),
+            t("uuid_ts"),
+        ],
         rpf,
         up,
         ss,
@@ -366,19 +422,41 @@ pub fn generate(dest: &Path, opts: &GenOptions) -> Result<GenSummary, GenError> 
     let ext = TableBuf::new(
         dest,
         "external_id_mapping_updates",
-        vec![s("segment_id"), s("external_id_type"), s("external_id_value"), s("external_id_hash"), i("seq"), t("timestamp"), t("uuid_ts")],
+        vec![
+            s("segment_id"),
+            s("external_id_type"),
+            s("external_id_value"),
+            s("external_id_hash"),
+            i("seq"),
+            t("timestamp"),
+            t("uuid_ts"),
+        ],
         rpf,
         up,
         ss,
     );
-    let mut trait_cols = vec![s("segment_id"), i("seq"), t("timestamp"), t("uuid_ts"), s("context_library_name")];
+    let mut trait_cols = vec![
+        s("segment_id"),
+        i("seq"),
+        t("timestamp"),
+        t("uuid_ts"),
+        s("context_library_name"),
+    ];
     trait_cols.extend((0..opts.traits).map(|k| (trait_name(k), trait_col(k))));
     let traits = TableBuf::new(dest, "profile_traits_updates", trait_cols, rpf, up, ss);
     let identifies = opts.events.then(|| {
         TableBuf::new(
             dest,
             "identifies",
-            vec![s("segment_id"), s("event_id"), s("event_source_id"), s("user_id"), t("timestamp"), t("received_at"), t("uuid_ts")],
+            vec![
+                s("segment_id"),
+                s("event_id"),
+                s("event_source_id"),
+                s("user_id"),
+                t("timestamp"),
+                t("received_at"),
+                t("uuid_ts"),
+            ],
             rpf,
             up,
             false,
@@ -388,7 +466,16 @@ pub fn generate(dest: &Path, opts: &GenOptions) -> Result<GenSummary, GenError> 
         TableBuf::new(
             dest,
             "tracks",
-            vec![s("segment_id"), s("event_id"), s("event_source_id"), s("event"), t("timestamp"), t("received_at"), t("uuid_ts"), f("revenue")],
+            vec![
+                s("segment_id"),
+                s("event_id"),
+                s("event_source_id"),
+                s("event"),
+                t("timestamp"),
+                t("received_at"),
+                t("uuid_ts"),
+                f("revenue"),
+            ],
             rpf,
             up,
             false,
@@ -436,10 +523,20 @@ pub fn generate(dest: &Path, opts: &GenOptions) -> Result<GenSummary, GenError> 
             let who = sim.emails[sim.rng.random_range(0..sim.emails.len())];
             let c = sim.canon[who as usize];
             let (_, ts, _, day) = sim.tick();
-            sim.ext_id(c, "email", format!("alt{p}.user{who}@example.com"), ts, &day)?;
+            sim.ext_id(
+                c,
+                "email",
+                format!("alt{p}.user{who}@example.com"),
+                ts,
+                &day,
+            )?;
         }
     }
-    let mut summary = GenSummary { merges: sim.merges, dropped_recursive: sim.dropped, ..Default::default() };
+    let mut summary = GenSummary {
+        merges: sim.merges,
+        dropped_recursive: sim.dropped,
+        ..Default::default()
+    };
     for (name, buf) in [
         ("id_graph_updates", Some(&mut sim.ids)),
         ("external_id_mapping_updates", Some(&mut sim.ext)),
@@ -449,7 +546,9 @@ pub fn generate(dest: &Path, opts: &GenOptions) -> Result<GenSummary, GenError> 
     ] {
         if let Some(buf) = buf {
             buf.flush()?;
-            summary.tables.push((name.to_string(), buf.written, buf.files()));
+            summary
+                .tables
+                .push((name.to_string(), buf.written, buf.files()));
         }
     }
     Ok(summary)
@@ -469,12 +568,19 @@ mod tests {
     fn same_seed_same_files() {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
-        let opts = GenOptions { profiles: 200, rows_per_file: 150, ..Default::default() };
+        let opts = GenOptions {
+            profiles: 200,
+            rows_per_file: 150,
+            ..Default::default()
+        };
         let sa = generate(a.path(), &opts).unwrap();
         let sb = generate(b.path(), &opts).unwrap();
         assert_eq!(sa.tables, sb.tables);
         assert!(sa.merges > 0);
-        let read = |root: &Path| std::fs::read(root.join("profile_traits_updates/day=2024-01-01/part-00000.parquet")).unwrap();
+        let read = |root: &Path| {
+            std::fs::read(root.join("profile_traits_updates/day=2024-01-01/part-00000.parquet"))
+                .unwrap()
+        };
         assert_eq!(read(a.path()), read(b.path()));
     }
 }

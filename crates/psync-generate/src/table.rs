@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -112,10 +113,21 @@ pub struct TableBuf {
 
 impl TableBuf {
     /// A buffer for `<root>/<name>/` with the given columns.
-    pub fn new(root: &Path, name: &str, cols: Vec<(String, Col)>, rows_per_file: usize, upper_case: bool, string_seq: bool) -> Self {
+    pub fn new(
+        root: &Path,
+        name: &str,
+        cols: Vec<(String, Col)>,
+        rows_per_file: usize,
+        upper_case: bool,
+        string_seq: bool,
+    ) -> Self {
         let (names, cols) = cols.into_iter().unzip();
         TableBuf {
-            dir: root.join(if upper_case { name.to_uppercase() } else { name.to_string() }),
+            dir: root.join(if upper_case {
+                name.to_uppercase()
+            } else {
+                name.to_string()
+            }),
             names,
             cols,
             rows: 0,
@@ -162,7 +174,11 @@ impl TableBuf {
                 array = datafusion::arrow::compute::cast(&array, &DataType::Utf8)?;
                 dt = DataType::Utf8;
             }
-            let name = if self.upper_case { name.to_uppercase() } else { name.clone() };
+            let name = if self.upper_case {
+                name.to_uppercase()
+            } else {
+                name.clone()
+            };
             fields.push(Field::new(name, dt, true));
             arrays.push(array);
         }

@@ -30,7 +30,13 @@ impl PhysicalExprAdapterFactory for CaseInsensitiveAdapterFactory {
             physical_file_schema
                 .fields()
                 .iter()
-                .map(|f| Field::new(f.name().to_lowercase(), f.data_type().clone(), f.is_nullable()))
+                .map(|f| {
+                    Field::new(
+                        f.name().to_lowercase(),
+                        f.data_type().clone(),
+                        f.is_nullable(),
+                    )
+                })
                 .collect::<Vec<_>>(),
             physical_file_schema.metadata().clone(),
         );
@@ -55,7 +61,9 @@ impl PhysicalExprAdapter for CaseInsensitiveAdapter {
                 if let Some(c) = e.downcast_ref::<Column>() {
                     if let Some(f) = self.physical.fields().get(c.index()) {
                         if f.name() != c.name() && f.name().eq_ignore_ascii_case(c.name()) {
-                            return Ok(Transformed::yes(Arc::new(Column::new(f.name(), c.index())) as _));
+                            return Ok(Transformed::yes(
+                                Arc::new(Column::new(f.name(), c.index())) as _,
+                            ));
                         }
                     }
                 }

@@ -55,13 +55,20 @@ impl Lake {
             .list(Some(&location.prefix))
             .try_collect()
             .await
-            .map_err(|source| LakeError::Store { url: location.display.clone(), source })?;
+            .map_err(|source| LakeError::Store {
+                url: location.display.clone(),
+                source,
+            })?;
 
         let mut by_table: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
         for meta in listed {
-            let Some(rel) = meta.location.prefix_match(&location.prefix) else { continue };
+            let Some(rel) = meta.location.prefix_match(&location.prefix) else {
+                continue;
+            };
             let parts: Vec<String> = rel.map(|p| p.as_ref().to_string()).collect();
-            let [table, .., file] = parts.as_slice() else { continue };
+            let [table, .., file] = parts.as_slice() else {
+                continue;
+            };
             if parts.len() < 2 || parts.iter().any(|p| hidden(p)) {
                 continue;
             }
@@ -108,13 +115,22 @@ impl Lake {
                         .await
                         .map_err(|e| unreadable(&e))?;
                     let fm = md.file_metadata();
-                    let schema = parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
-                        .map_err(|e| unreadable(&e))?;
+                    let schema =
+                        parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
+                            .map_err(|e| unreadable(&e))?;
                     let file_schema = FileSchema::new(url.clone(), &schema)?;
                     let rows = u64::try_from(fm.num_rows()).unwrap_or(0);
                     let columns = file_schema.columns.iter().map(|(n, _)| n.clone()).collect();
                     let null_counts = footer_null_counts(&md);
-                    Ok::<_, LakeError>((LakeFile { meta, rows, null_counts, columns }, file_schema))
+                    Ok::<_, LakeError>((
+                        LakeFile {
+                            meta,
+                            rows,
+                            null_counts,
+                            columns,
+                        },
+                        file_schema,
+                    ))
                 }
             })
             .buffered(FOOTER_CONCURRENCY)
@@ -122,7 +138,12 @@ impl Lake {
             .await?;
         let (files, schemas): (Vec<_>, Vec<_>) = read.into_iter().unzip();
         let schema = unify(&schemas)?;
-        Ok(LakeTable::new(name.to_string(), location.store_url.clone(), files, schema))
+        Ok(LakeTable::new(
+            name.to_string(),
+            location.store_url.clone(),
+            files,
+            schema,
+        ))
     }
 
     /// Where the lake is.
@@ -142,7 +163,9 @@ impl Lake {
 
     /// The schema of a table, if present.
     pub fn schema_of(&self, name: &str) -> Option<SchemaRef> {
-        self.tables.get(name).map(|t| datafusion::catalog::TableProvider::schema(t))
+        self.tables
+            .get(name)
+            .map(|t| datafusion::catalog::TableProvider::schema(t))
     }
 
     /// Registers every table in `ctx` under its folder name.
@@ -156,7 +179,9 @@ impl Lake {
 
 /// NULLs per top-level primitive column, summed over row groups; a column is left
 /// out when any row group has no null count for it.
-fn footer_null_counts(md: &datafusion::parquet::file::metadata::ParquetMetaData) -> BTreeMap<String, u64> {
+fn footer_null_counts(
+    md: &datafusion::parquet::file::metadata::ParquetMetaData,
+) -> BTreeMap<String, u64> {
     let descr = md.file_metadata().schema_descr();
     let mut out = BTreeMap::new();
     for (i, column) in descr.columns().iter().enumerate() {
@@ -166,7 +191,10 @@ fn footer_null_counts(md: &datafusion::parquet::file::metadata::ParquetMetaData)
         }
         let name = column.path().parts()[0].to_lowercase();
         let total = md.row_groups().iter().try_fold(0u64, |acc, rg| {
-            rg.column(i).statistics().and_then(|s| s.null_count_opt()).map(|n| acc + n)
+            rg.column(i)
+                .statistics()
+                .and_then(|s| s.null_count_opt())
+                .map(|n| acc + n)
         });
         if let Some(n) = total {
             out.insert(name, n);

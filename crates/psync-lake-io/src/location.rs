@@ -31,17 +31,24 @@ pub struct Location {
 impl Location {
     /// Parses a local path, `file://` URL or (later) `s3://bucket/prefix`.
     pub fn parse(input: &str) -> Result<Self> {
-        let err = |reason: String| LakeError::Location { location: input.to_string(), reason };
+        let err = |reason: String| LakeError::Location {
+            location: input.to_string(),
+            reason,
+        };
         if input.trim().is_empty() {
             return Err(err("empty location".into()));
         }
         if let Some(scheme_end) = input.find("://") {
             let scheme = &input[..scheme_end];
             if scheme != "file" {
-                return Err(err(format!("unsupported scheme '{scheme}://' (use a local path or file://)")));
+                return Err(err(format!(
+                    "unsupported scheme '{scheme}://' (use a local path or file://)"
+                )));
             }
             let url = Url::parse(input).map_err(|e| err(e.to_string()))?;
-            let path = url.to_file_path().map_err(|_| err("not a local file URL".into()))?;
+            let path = url
+                .to_file_path()
+                .map_err(|_| err("not a local file URL".into()))?;
             return Self::local(input, &path);
         }
         Self::local(input, FsPath::new(input))
@@ -52,7 +59,10 @@ impl Location {
             path.to_path_buf()
         } else {
             std::env::current_dir()
-                .map_err(|e| LakeError::Location { location: display.into(), reason: e.to_string() })?
+                .map_err(|e| LakeError::Location {
+                    location: display.into(),
+                    reason: e.to_string(),
+                })?
                 .join(path)
         };
         let abs = normalize(&abs);
@@ -71,7 +81,9 @@ impl Location {
 
     /// The path of `parts` under this location's root.
     pub fn child(&self, parts: &[&str]) -> Path {
-        parts.iter().fold(self.prefix.clone(), |p, part| p.clone().join(*part))
+        parts
+            .iter()
+            .fold(self.prefix.clone(), |p, part| p.clone().join(*part))
     }
 
     /// A human-readable URL for a path in this store.
@@ -107,7 +119,10 @@ mod tests {
         let b = Location::parse("file:///tmp/lake").unwrap();
         assert_eq!(a.prefix, b.prefix);
         assert_eq!(a.prefix.as_ref(), "tmp/lake");
-        assert_eq!(a.child(&["id_graph_updates"]).as_ref(), "tmp/lake/id_graph_updates");
+        assert_eq!(
+            a.child(&["id_graph_updates"]).as_ref(),
+            "tmp/lake/id_graph_updates"
+        );
     }
 
     #[test]

@@ -33,8 +33,13 @@ pub const ID_COLUMNS: &[&str] = &[
 ];
 
 /// Columns that hold points in time.
-pub const TIME_COLUMNS: &[&str] =
-    &["timestamp", "uuid_ts", "received_at", "sent_at", "original_timestamp"];
+pub const TIME_COLUMNS: &[&str] = &[
+    "timestamp",
+    "uuid_ts",
+    "received_at",
+    "sent_at",
+    "original_timestamp",
+];
 
 /// The numeric update sequence column.
 pub const SEQ_COLUMN: &str = "seq";
@@ -46,8 +51,10 @@ pub fn time_type() -> DataType {
 
 /// The logical type of `name` given one file's physical type, or why it is refused.
 fn key_column_type(name: &str, dt: &DataType) -> Option<Result<DataType, String>> {
-    let is_string = matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
-        || matches!(dt, DataType::Dictionary(_, v) if v.is_string());
+    let is_string = matches!(
+        dt,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) || matches!(dt, DataType::Dictionary(_, v) if v.is_string());
     if ID_COLUMNS.contains(&name) {
         return Some(if is_string || dt == &DataType::Null {
             Ok(DataType::Utf8)
@@ -57,21 +64,33 @@ fn key_column_type(name: &str, dt: &DataType) -> Option<Result<DataType, String>
     }
     if name == SEQ_COLUMN {
         return Some(match dt {
-            DataType::Decimal32(_, s) | DataType::Decimal64(_, s) | DataType::Decimal128(_, s)
+            DataType::Decimal32(_, s)
+            | DataType::Decimal64(_, s)
+            | DataType::Decimal128(_, s)
             | DataType::Decimal256(_, s)
                 if *s != 0 =>
             {
-                Err(format!("column 'seq' has type {dt}; expected an integer (scale 0)"))
+                Err(format!(
+                    "column 'seq' has type {dt}; expected an integer (scale 0)"
+                ))
             }
-            _ if dt.is_integer() || dt.is_decimal() || is_string || dt == &DataType::Null => Ok(DataType::Int64),
-            _ => Err(format!("column 'seq' has type {dt}, expected an integer or a decimal string")),
+            _ if dt.is_integer() || dt.is_decimal() || is_string || dt == &DataType::Null => {
+                Ok(DataType::Int64)
+            }
+            _ => Err(format!(
+                "column 'seq' has type {dt}, expected an integer or a decimal string"
+            )),
         });
     }
     if TIME_COLUMNS.contains(&name) {
         return Some(match dt {
-            DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 | DataType::Null => Ok(time_type()),
+            DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 | DataType::Null => {
+                Ok(time_type())
+            }
             _ if is_string => Ok(time_type()),
-            _ => Err(format!("column '{name}' has type {dt}, expected a timestamp")),
+            _ => Err(format!(
+                "column '{name}' has type {dt}, expected a timestamp"
+            )),
         });
     }
     None
@@ -143,7 +162,12 @@ pub fn unify(files: &[FileSchema]) -> Result<SchemaRef> {
         for (name, dt) in &fs.columns {
             let logical = match key_column_type(name, dt) {
                 Some(Ok(t)) => t,
-                Some(Err(message)) => return Err(LakeError::Schema { file: fs.file.clone(), message }),
+                Some(Err(message)) => {
+                    return Err(LakeError::Schema {
+                        file: fs.file.clone(),
+                        message,
+                    });
+                }
                 None => plain(dt),
             };
             match types.get(name) {
@@ -166,8 +190,10 @@ pub fn unify(files: &[FileSchema]) -> Result<SchemaRef> {
             }
         }
     }
-    let fields: Vec<Field> =
-        order.iter().map(|n| Field::new(n, types[n].0.clone(), true)).collect();
+    let fields: Vec<Field> = order
+        .iter()
+        .map(|n| Field::new(n, types[n].0.clone(), true))
+        .collect();
     Ok(Arc::new(Schema::new(fields)))
 }
 
@@ -176,25 +202,38 @@ mod tests {
     use super::*;
 
     fn fs(file: &str, cols: &[(&str, DataType)]) -> Result<FileSchema> {
-        let schema = Schema::new(cols.iter().map(|(n, t)| Field::new(*n, t.clone(), true)).collect::<Vec<_>>());
+        let schema = Schema::new(
+            cols.iter()
+                .map(|(n, t)| Field::new(*n, t.clone(), true))
+                .collect::<Vec<_>>(),
+        );
         FileSchema::new(file.into(), &schema)
     }
 
     #[test]
     fn upper_case_and_mixed_types_unify() {
-        let a = fs("a.parquet", &[
-            ("SEGMENT_ID", DataType::Utf8View),
-            ("SEQ", DataType::Utf8),
-            ("TIMESTAMP", DataType::Timestamp(TimeUnit::Nanosecond, None)),
-            ("EMAIL", DataType::Utf8),
-        ])
+        let a = fs(
+            "a.parquet",
+            &[
+                ("SEGMENT_ID", DataType::Utf8View),
+                ("SEQ", DataType::Utf8),
+                ("TIMESTAMP", DataType::Timestamp(TimeUnit::Nanosecond, None)),
+                ("EMAIL", DataType::Utf8),
+            ],
+        )
         .unwrap();
-        let b = fs("b.parquet", &[
-            ("segment_id", DataType::Utf8),
-            ("seq", DataType::Int32),
-            ("timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("+02:00".into()))),
-            ("age", DataType::Int32),
-        ])
+        let b = fs(
+            "b.parquet",
+            &[
+                ("segment_id", DataType::Utf8),
+                ("seq", DataType::Int32),
+                (
+                    "timestamp",
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("+02:00".into())),
+                ),
+                ("age", DataType::Int32),
+            ],
+        )
         .unwrap();
         let s = unify(&[a, b]).unwrap();
         let names: Vec<_> = s.fields().iter().map(|f| f.name().as_str()).collect();
@@ -206,13 +245,22 @@ mod tests {
 
     #[test]
     fn wrong_key_type_names_the_file() {
-        let e = fs("bad.parquet", &[("segment_id", DataType::Int64)]).unwrap_err().to_string();
+        let e = fs("bad.parquet", &[("segment_id", DataType::Int64)])
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("bad.parquet: column 'segment_id'"), "{e}");
     }
 
     #[test]
     fn conflicting_trait_types_name_both_files() {
-        let a = fs("a.parquet", &[("x", DataType::List(Arc::new(Field::new("i", DataType::Int32, true))))]).unwrap();
+        let a = fs(
+            "a.parquet",
+            &[(
+                "x",
+                DataType::List(Arc::new(Field::new("i", DataType::Int32, true))),
+            )],
+        )
+        .unwrap();
         let b = fs("b.parquet", &[("x", DataType::Boolean)]).unwrap();
         let e = unify(&[a, b]).unwrap_err().to_string();
         assert!(e.contains("a.parquet") && e.contains("b.parquet"), "{e}");
@@ -220,8 +268,17 @@ mod tests {
 
     #[test]
     fn numeric_traits_widen() {
-        assert_eq!(widen(&DataType::Int32, &DataType::Int64), Some(DataType::Int64));
-        assert_eq!(widen(&DataType::Int32, &DataType::Float32), Some(DataType::Float64));
-        assert_eq!(widen(&DataType::Boolean, &DataType::Utf8), Some(DataType::Utf8));
+        assert_eq!(
+            widen(&DataType::Int32, &DataType::Int64),
+            Some(DataType::Int64)
+        );
+        assert_eq!(
+            widen(&DataType::Int32, &DataType::Float32),
+            Some(DataType::Float64)
+        );
+        assert_eq!(
+            widen(&DataType::Boolean, &DataType::Utf8),
+            Some(DataType::Utf8)
+        );
     }
 }

@@ -53,8 +53,18 @@ pub struct LakeTable {
 
 impl LakeTable {
     /// A table over `files`, all in the store known as `store_url`.
-    pub fn new(name: String, store_url: ObjectStoreUrl, files: Vec<LakeFile>, schema: SchemaRef) -> Self {
-        LakeTable { name, store_url, files, schema }
+    pub fn new(
+        name: String,
+        store_url: ObjectStoreUrl,
+        files: Vec<LakeFile>,
+        schema: SchemaRef,
+    ) -> Self {
+        LakeTable {
+            name,
+            store_url,
+            files,
+            schema,
+        }
     }
 
     /// The table's name (its folder).
@@ -88,7 +98,10 @@ impl LakeTable {
 
     /// The same table restricted to some of its files (same schema).
     pub fn with_files(&self, files: Vec<LakeFile>) -> Self {
-        LakeTable { files, ..self.clone() }
+        LakeTable {
+            files,
+            ..self.clone()
+        }
     }
 
     /// Splits the files into at most `n` groups of similar byte size.
@@ -96,7 +109,12 @@ impl LakeTable {
         let n = n.clamp(1, self.files.len().max(1));
         let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, vec![]); n];
         let mut files: Vec<&LakeFile> = self.files.iter().collect();
-        files.sort_by(|a, b| b.meta.size.cmp(&a.meta.size).then(a.meta.location.cmp(&b.meta.location)));
+        files.sort_by(|a, b| {
+            b.meta
+                .size
+                .cmp(&a.meta.size)
+                .then(a.meta.location.cmp(&b.meta.location))
+        });
         for f in files {
             // Largest first into the lightest group keeps the groups balanced.
             if let Some(g) = groups.iter_mut().min_by_key(|g| g.0) {
@@ -104,7 +122,11 @@ impl LakeTable {
                 g.1.push(PartitionedFile::new_from_meta(f.meta.clone()));
             }
         }
-        groups.into_iter().filter(|g| !g.1.is_empty()).map(|g| FileGroup::new(g.1)).collect()
+        groups
+            .into_iter()
+            .filter(|g| !g.1.is_empty())
+            .map(|g| FileGroup::new(g.1))
+            .collect()
     }
 }
 
@@ -118,7 +140,10 @@ impl TableProvider for LakeTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         // Filters prune row groups but DataFusion still applies them to the rows.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }

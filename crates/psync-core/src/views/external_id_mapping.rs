@@ -11,7 +11,9 @@ use datafusion::logical_expr::JoinType;
 use datafusion::prelude::{DataFrame, coalesce, col, concat, get_field, lit, named_struct};
 
 use crate::functions::sha1_hex;
-use crate::inputs::{EXTERNAL_ID_MAPPING_UPDATES, Inputs, ORDER_NEEDED, Warnings, id, opt_id, order_key};
+use crate::inputs::{
+    EXTERNAL_ID_MAPPING_UPDATES, Inputs, ORDER_NEEDED, Warnings, id, opt_id, order_key,
+};
 use crate::views::id_graph::IdGraph;
 
 /// The view's name and folder.
@@ -30,12 +32,14 @@ pub fn plan(inputs: &Inputs<'_>, id_graph: &IdGraph, warnings: &mut Warnings) ->
     for c in ["segment_id", "external_id_type", "external_id_value"] {
         inputs.warn_nulls(EXTERNAL_ID_MAPPING_UPDATES, c, warnings);
     }
-    let updates = inputs.select(EXTERNAL_ID_MAPPING_UPDATES, &needed, warnings)?.filter(
-        col("segment_id")
-            .is_not_null()
-            .and(col("external_id_type").is_not_null())
-            .and(col("external_id_value").is_not_null()),
-    )?;
+    let updates = inputs
+        .select(EXTERNAL_ID_MAPPING_UPDATES, &needed, warnings)?
+        .filter(
+            col("segment_id")
+                .is_not_null()
+                .and(col("external_id_type").is_not_null())
+                .and(col("external_id_value").is_not_null()),
+        )?;
     let mut latest_args = vec![named_struct(vec![
         lit("segment_id"),
         col("segment_id"),
@@ -56,15 +60,18 @@ pub fn plan(inputs: &Inputs<'_>, id_graph: &IdGraph, warnings: &mut Warnings) ->
             get_field(col("l"), "segment_id").alias("sid"),
             coalesce(vec![
                 get_field(col("l"), "hash"),
-                sha1_hex().call(vec![concat(vec![col("external_id_type"), col("external_id_value")])]),
+                sha1_hex().call(vec![concat(vec![
+                    col("external_id_type"),
+                    col("external_id_value"),
+                ])]),
             ])
             .alias("external_id_hash"),
             get_field(col("l"), "timestamp").alias("timestamp"),
         ])?;
-    let graph = id_graph
-        .df
-        .clone()
-        .select(vec![col("segment_id").alias("g_sid"), col("canonical_segment_id").alias("g_canonical")])?;
+    let graph = id_graph.df.clone().select(vec![
+        col("segment_id").alias("g_sid"),
+        col("canonical_segment_id").alias("g_canonical"),
+    ])?;
     per_id
         .join(graph, JoinType::Left, &["sid"], &["g_sid"], None)?
         .select(vec![

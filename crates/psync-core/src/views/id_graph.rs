@@ -39,9 +39,11 @@ pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGra
     needed.extend(ORDER_NEEDED);
     inputs.warn_nulls(ID_GRAPH_UPDATES, "segment_id", warnings);
     inputs.warn_nulls(ID_GRAPH_UPDATES, "canonical_segment_id", warnings);
-    let updates = inputs
-        .select(ID_GRAPH_UPDATES, &needed, warnings)?
-        .filter(col("segment_id").is_not_null().and(col("canonical_segment_id").is_not_null()))?;
+    let updates = inputs.select(ID_GRAPH_UPDATES, &needed, warnings)?.filter(
+        col("segment_id")
+            .is_not_null()
+            .and(col("canonical_segment_id").is_not_null()),
+    )?;
 
     let mut latest_args = vec![named_struct(vec![
         lit("target"),
@@ -55,7 +57,10 @@ pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGra
     ])];
     latest_args.extend(order_key());
     let nodes = updates
-        .aggregate(vec![col("segment_id")], vec![psync_functions::latest().call(latest_args).alias("l")])?
+        .aggregate(
+            vec![col("segment_id")],
+            vec![psync_functions::latest().call(latest_args).alias("l")],
+        )?
         .select(vec![
             col("segment_id"),
             get_field(col("l"), "target").alias("target"),
@@ -86,11 +91,19 @@ pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGra
     if jump.stuck > 0 {
         let breakers = break_cycles(&edges, jump.stuck_nodes()?, jump.stuck, &mut rounds).await?;
         cycles_broken = breakers.clone().count().await? as u64;
-        warnings.push(format!("{ID_GRAPH_UPDATES}: {cycles_broken} merge cycles broken at their oldest edge"));
+        warnings.push(format!(
+            "{ID_GRAPH_UPDATES}: {cycles_broken} merge cycles broken at their oldest edge"
+        ));
         // Without its oldest edge each cycle is a chain ending at the breaker.
         let acyclic = edges
             .clone()
-            .join(breakers.clone().select(vec![col("node").alias("b")])?, JoinType::LeftAnti, &["node"], &["b"], None)?
+            .join(
+                breakers.clone().select(vec![col("node").alias("b")])?,
+                JoinType::LeftAnti,
+                &["node"],
+                &["b"],
+                None,
+            )?
             .select_columns(&["node", "ptr"])?;
         // Each breaker is the end of its former cycle: it points at itself.
         ends = Jump::run(acyclic, &mut rounds)
@@ -101,13 +114,23 @@ pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGra
     }
 
     let df = nodes
-        .join(ends.select(vec![col("node"), col("ptr").alias("end")])?, JoinType::Left, &["segment_id"], &["node"], None)?
+        .join(
+            ends.select(vec![col("node"), col("ptr").alias("end")])?,
+            JoinType::Left,
+            &["segment_id"],
+            &["node"],
+            None,
+        )?
         .select(vec![
             col("segment_id"),
             coalesce(vec![col("end"), col("target")]).alias("canonical_segment_id"),
             col("timestamp"),
         ])?;
-    Ok(IdGraph { df, cycles_broken, rounds })
+    Ok(IdGraph {
+        df,
+        cycles_broken,
+        rounds,
+    })
 }
 
 /// The result of pointer jumping over `node → ptr` edges.
@@ -130,20 +153,28 @@ impl Jump {
             let pending = next.clone().filter(col("hopped"))?.count().await?;
             cur = next;
             if pending == 0 || pending == last {
-                return Ok(Jump { resolved: cur, stuck: pending });
+                return Ok(Jump {
+                    resolved: cur,
+                    stuck: pending,
+                });
             }
             last = pending;
         }
     }
 
     fn stuck_nodes(&self) -> Result<DataFrame> {
-        self.resolved.clone().filter(col("hopped"))?.select_columns(&["node"])
+        self.resolved
+            .clone()
+            .filter(col("hopped"))?
+            .select_columns(&["node"])
     }
 }
 
 /// One round: every pointer that is itself an edge's node jumps to that edge's pointer.
 fn hop(cur: DataFrame) -> Result<DataFrame> {
-    let other = cur.clone().select(vec![col("node").alias("o_node"), col("ptr").alias("o_ptr")])?;
+    let other = cur
+        .clone()
+        .select(vec![col("node").alias("o_node"), col("ptr").alias("o_ptr")])?;
     cur.select_columns(&["node", "ptr"])?
         .join(other, JoinType::Left, &["ptr"], &["o_node"], None)?
         .select(vec![
@@ -155,13 +186,24 @@ fn hop(cur: DataFrame) -> Result<DataFrame> {
 
 /// Finds the cycles among the `stuck` nodes and returns, per cycle, the node
 /// whose edge is the oldest in update order (ties: smallest segment_id).
-async fn break_cycles(edges: &DataFrame, stuck: DataFrame, count: usize, rounds: &mut u32) -> Result<DataFrame> {
+async fn break_cycles(
+    edges: &DataFrame,
+    stuck: DataFrame,
+    count: usize,
+    rounds: &mut u32,
+) -> Result<DataFrame> {
     // Enough hops to walk past any tail and around any cycle among `count` nodes.
     let hops = usize::BITS - count.leading_zeros() + 1;
     let oldest_first = |c: &str| SortExpr::new(col(c), true, true);
     let ranked = edges
         .clone()
-        .join(stuck.select(vec![col("node").alias("s")])?, JoinType::LeftSemi, &["node"], &["s"], None)?
+        .join(
+            stuck.select(vec![col("node").alias("s")])?,
+            JoinType::LeftSemi,
+            &["node"],
+            &["s"],
+            None,
+        )?
         .window(vec![
             row_number()
                 .order_by(vec![
@@ -189,12 +231,21 @@ async fn break_cycles(edges: &DataFrame, stuck: DataFrame, count: usize, rounds:
     let mut m = ranked
         .clone()
         .join(on_cycle, JoinType::LeftSemi, &["node"], &["c"], None)?
-        .select(vec![col("node"), col("ptr"), col("rank").alias("m"), col("rank")])?
+        .select(vec![
+            col("node"),
+            col("ptr"),
+            col("rank").alias("m"),
+            col("rank"),
+        ])?
         .cache()
         .await?;
     for _ in 0..hops {
         *rounds += 1;
-        let other = m.clone().select(vec![col("node").alias("o_node"), col("ptr").alias("o_ptr"), col("m").alias("o_m")])?;
+        let other = m.clone().select(vec![
+            col("node").alias("o_node"),
+            col("ptr").alias("o_ptr"),
+            col("m").alias("o_m"),
+        ])?;
         m = m
             .join(other, JoinType::Inner, &["ptr"], &["o_node"], None)?
             .select(vec![
@@ -206,12 +257,15 @@ async fn break_cycles(edges: &DataFrame, stuck: DataFrame, count: usize, rounds:
             .cache()
             .await?;
     }
-    m.filter(col("rank").eq(col("m")))?.select_columns(&["node"])
+    m.filter(col("rank").eq(col("m")))?
+        .select_columns(&["node"])
 }
 
 /// One jump inside a set where every pointer is also a node.
 fn hop_inner(cur: DataFrame) -> Result<DataFrame> {
-    let other = cur.clone().select(vec![col("node").alias("o_node"), col("ptr").alias("o_ptr")])?;
+    let other = cur
+        .clone()
+        .select(vec![col("node").alias("o_node"), col("ptr").alias("o_ptr")])?;
     cur.join(other, JoinType::Inner, &["ptr"], &["o_node"], None)?
         .select(vec![col("node"), col("o_ptr").alias("ptr")])
 }

@@ -65,10 +65,13 @@ impl FromStr for View {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        View::ALL.into_iter().find(|v| v.name() == s.trim()).ok_or_else(|| {
-            let names: Vec<_> = View::ALL.iter().map(|v| v.name()).collect();
-            format!("unknown view '{s}' (expected one of: {})", names.join(", "))
-        })
+        View::ALL
+            .into_iter()
+            .find(|v| v.name() == s.trim())
+            .ok_or_else(|| {
+                let names: Vec<_> = View::ALL.iter().map(|v| v.name()).collect();
+                format!("unknown view '{s}' (expected one of: {})", names.join(", "))
+            })
     }
 }
 
@@ -93,8 +96,16 @@ pub async fn plan(inputs: &Inputs<'_>, which: &[View], warnings: &mut Warnings) 
             View::ExternalIdMapping => external_id_mapping::plan(inputs, &graph, warnings)?,
             View::ProfileTraits => profile_traits::plan(inputs, &graph, warnings)?,
         };
-        let sort = view.key().iter().map(|k| col(*k).sort(true, true)).collect();
+        let sort = view
+            .key()
+            .iter()
+            .map(|k| col(*k).sort(true, true))
+            .collect();
         views.push((view, df.sort(sort)?));
     }
-    Ok(Planned { views, cycles_broken: graph.cycles_broken, id_graph_rounds: graph.rounds })
+    Ok(Planned {
+        views,
+        cycles_broken: graph.cycles_broken,
+        id_graph_rounds: graph.rounds,
+    })
 }

@@ -67,7 +67,7 @@ pub fn plan(inputs: &Inputs<'_>, id_graph: &IdGraph, warnings: &mut Warnings) ->
     let trait_names: Vec<String> = traits.iter().map(|(t, _)| t.clone()).collect();
     let updates = inputs
         .select_with(PROFILE_TRAITS_UPDATES, &needed, &trait_names, warnings)?
-    .filter(col("segment_id").is_not_null())?;
+        .filter(col("segment_id").is_not_null())?;
 
     let graph = |p: &str| {
         id_graph.df.clone().select(vec![
@@ -79,20 +79,35 @@ pub fn plan(inputs: &Inputs<'_>, id_graph: &IdGraph, warnings: &mut Warnings) ->
         .df
         .clone()
         .select(vec![col("segment_id").alias("sid")])?
-        .union(id_graph.df.clone().select(vec![col("canonical_segment_id").alias("sid")])?)?
-        .union(updates.clone().select(vec![col("segment_id").alias("sid")])?)?
+        .union(
+            id_graph
+                .df
+                .clone()
+                .select(vec![col("canonical_segment_id").alias("sid")])?,
+        )?
+        .union(
+            updates
+                .clone()
+                .select(vec![col("segment_id").alias("sid")])?,
+        )?
         .distinct()?
         .join(graph("p")?, JoinType::Left, &["sid"], &["p_sid"], None)?
         .select(vec![
             col("sid"),
-            when(col("p_canonical").not_eq(col("sid")), col("p_canonical")).end()?.alias("merged_to"),
+            when(col("p_canonical").not_eq(col("sid")), col("p_canonical"))
+                .end()?
+                .alias("merged_to"),
         ])?;
 
     if traits.is_empty() {
-        return profiles.select(vec![col("sid").alias("canonical_segment_id"), col("merged_to")]);
+        return profiles.select(vec![
+            col("sid").alias("canonical_segment_id"),
+            col("merged_to"),
+        ]);
     }
 
-    let mut resolved_cols = vec![coalesce(vec![col("u_canonical"), col("segment_id")]).alias("owner")];
+    let mut resolved_cols =
+        vec![coalesce(vec![col("u_canonical"), col("segment_id")]).alias("owner")];
     resolved_cols.extend(order_key());
     resolved_cols.extend(traits.iter().map(|(t, _)| ident(t)));
     let partitions = inputs.ctx().copied_config().target_partitions();
@@ -104,16 +119,34 @@ pub fn plan(inputs: &Inputs<'_>, id_graph: &IdGraph, warnings: &mut Warnings) ->
     let mut agg_args = vec![named_struct(struct_args)];
     agg_args.extend(order_key());
     let owned = updates
-        .join(graph("u")?, JoinType::Left, &["segment_id"], &["u_sid"], None)?
+        .join(
+            graph("u")?,
+            JoinType::Left,
+            &["segment_id"],
+            &["u_sid"],
+            None,
+        )?
         .select(resolved_cols)?
         // Rows arrive partitioned by owner, so the aggregation runs in one phase:
         // no intermediate state with a key per trait crosses a repartition.
         .repartition(Partitioning::Hash(vec![col("owner")], partitions))?
-        .aggregate(vec![col("owner")], vec![psync_functions::last_seen_struct().call(agg_args).alias("t")])?;
+        .aggregate(
+            vec![col("owner")],
+            vec![
+                psync_functions::last_seen_struct()
+                    .call(agg_args)
+                    .alias("t"),
+            ],
+        )?;
 
     let mut out = vec![col("sid").alias("canonical_segment_id")];
-    out.extend(traits.iter().map(|(t, _)| get_field(col("t"), t.as_str()).alias(t)));
+    out.extend(
+        traits
+            .iter()
+            .map(|(t, _)| get_field(col("t"), t.as_str()).alias(t)),
+    );
     out.push(col("merged_to"));
-    profiles.join(owned, JoinType::Left, &["sid"], &["owner"], None)?.select(out)
+    profiles
+        .join(owned, JoinType::Left, &["sid"], &["owner"], None)?
+        .select(out)
 }
-
