@@ -2,6 +2,7 @@
 
 mod util;
 
+mod bad_input;
 mod case_study;
 mod model;
 mod sample_data;

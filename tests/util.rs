@@ -19,13 +19,21 @@ pub fn bin() -> PathBuf {
 
 /// Runs the binary with `args`.
 pub fn run(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).env("NO_COLOR", "1").output().expect("the binary runs")
+    Command::new(bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the binary runs")
 }
 
 /// Runs the binary and fails the test, showing stderr, unless it succeeds.
 pub fn run_ok(args: &[&str]) -> Output {
     let out = run(args);
-    assert!(out.status.success(), "psync-lake {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psync-lake {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -33,9 +41,16 @@ pub fn run_ok(args: &[&str]) -> Output {
 pub fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let schema = Schema::new(
-        columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect::<Vec<_>>(),
+        columns
+            .iter()
+            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+            .collect::<Vec<_>>(),
     );
-    let batch = RecordBatch::try_new(Arc::new(schema), columns.into_iter().map(|(_, a)| a).collect()).unwrap();
+    let batch = RecordBatch::try_new(
+        Arc::new(schema),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .unwrap();
     let mut w = ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
@@ -46,7 +61,11 @@ pub fn read_rows(dir: &Path) -> Vec<Vec<String>> {
     let mut rows = vec![];
     for batch in read_batches(dir) {
         let opts = FormatOptions::default().with_null("NULL");
-        let fmts: Vec<_> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
+        let fmts: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
+            .collect();
         for r in 0..batch.num_rows() {
             rows.push(fmts.iter().map(|f| f.value(r).to_string()).collect());
         }
@@ -57,11 +76,17 @@ pub fn read_rows(dir: &Path) -> Vec<Vec<String>> {
 
 /// The batches of every Parquet file under `dir`, in path order.
 pub fn read_batches(dir: &Path) -> Vec<RecordBatch> {
-    let mut files: Vec<PathBuf> = walk(dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    let mut files: Vec<PathBuf> = walk(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
     files.sort();
     let mut out = vec![];
     for f in files {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&f).unwrap()).unwrap().build().unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
         for b in reader {
             out.push(b.unwrap());
         }
@@ -71,10 +96,20 @@ pub fn read_batches(dir: &Path) -> Vec<RecordBatch> {
 
 /// Column names of the Parquet files under `dir`.
 pub fn column_names(dir: &Path) -> Vec<String> {
-    read_batches(dir).first().map(|b| b.schema().fields().iter().map(|f| f.name().clone()).collect()).unwrap_or_default()
+    read_batches(dir)
+        .first()
+        .map(|b| {
+            b.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir`, recursively, in no particular order.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![];
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -91,7 +126,10 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// Turns `&[&[&str]]` into owned sorted rows for comparisons.
 pub fn rows(expected: &[&[&str]]) -> Vec<Vec<String>> {
-    let mut v: Vec<Vec<String>> = expected.iter().map(|r| r.iter().map(|s| s.to_string()).collect()).collect();
+    let mut v: Vec<Vec<String>> = expected
+        .iter()
+        .map(|r| r.iter().map(|s| s.to_string()).collect())
+        .collect();
     v.sort();
     v
 }
