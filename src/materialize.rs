@@ -46,10 +46,13 @@ pub struct Args {
     batch_size: Option<usize>,
     /// Print nothing but errors.
     #[arg(long, short)]
-    quiet: bool,
+    pub quiet: bool,
     /// Print the run record (JSON) on stdout instead of the summary table.
     #[arg(long)]
     json: bool,
+    /// Print each view's physical plan instead of running it.
+    #[arg(long)]
+    explain: bool,
 }
 
 /// A spinner on stderr, only when stderr is a terminal.
@@ -118,6 +121,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    if a.explain {
+        let text = runtime
+            .block_on(psync_core::materialize::explain(&opts))
+            .context("planning the views")?;
+        print!("{text}");
+        return Ok(());
+    }
     let display = Display::new(a.quiet);
     let report = runtime
         .block_on(materialize(&opts, &display))

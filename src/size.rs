@@ -25,7 +25,8 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         _ => return Err(format!("'{s}': unknown unit '{unit}' (use K, M, G or T)")),
     };
     let bytes = n * mult;
-    if !(bytes >= 1.0) {
+    // Written so that NaN is refused too.
+    if bytes.is_nan() || bytes < 1.0 {
         return Err(format!("'{s}' must be at least one byte"));
     }
     Ok(bytes as usize)

@@ -193,7 +193,7 @@ impl<'a> Inputs<'a> {
                 exprs.push(lit(null).alias(n.name));
             }
         }
-        exprs.extend(extra.iter().map(|c| ident(c)));
+        exprs.extend(extra.iter().map(ident));
         df.select(exprs)
     }
 

@@ -5,11 +5,13 @@
 //!   ─► commit (renames) ─► run record
 //! ```
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use datafusion::catalog::TableProvider;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
-use psync_lake_io::{Lake, LakeTable, Location};
+use psync_lake_io::{Lake, LakeTable, Location, root_message};
 use serde::Serialize;
 
 use crate::error::{CoreError, Result};
@@ -187,20 +189,42 @@ pub async fn materialize(opts: &MaterializeOptions, progress: &dyn Progress) -> 
     Ok(report)
 }
 
+/// The physical plan of each view (after the id graph is resolved), as
+/// DataFusion's `EXPLAIN` prints it, without writing anything.
+pub async fn explain(opts: &MaterializeOptions) -> Result<String> {
+    let ctx = new_context(&opts.engine)?;
+    let lake = Lake::open(&ctx.state(), Location::parse(&opts.source)?).await?;
+    let inputs = Inputs::new(&ctx, &lake);
+    let planned = views::plan(&inputs, &opts.views, &mut Warnings::default()).await?;
+    let mut out = String::new();
+    for (view, df) in planned.views {
+        let plan = df.create_physical_plan().await?;
+        let text = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(true)
+            .to_string();
+        out.push_str(&format!("-- {view}\n{text}\n"));
+    }
+    Ok(out)
+}
+
 /// Turns a query error into one that names the landed file that caused it, by
 /// scanning each file of each table alone (only ever done after a failure).
 pub async fn blame(ctx: &SessionContext, lake: &Lake, error: DataFusionError) -> CoreError {
     for table in lake.tables() {
         for file in table.files() {
-            let single: LakeTable = table.with_files(vec![file.clone()]);
-            let scan = async {
-                let df = ctx.read_table(std::sync::Arc::new(single))?;
-                df.collect().await.map(|_| ())
-            };
-            if let Err(e) = scan.await {
+            let single = Arc::new(table.with_files(vec![file.clone()]));
+            if let Err(e) = scan(ctx, single.clone(), None).await {
+                // Name the column too, when one column alone fails.
+                let mut message = root_message(&e);
+                for field in single.schema().fields() {
+                    if scan(ctx, single.clone(), Some(field.name())).await.is_err() {
+                        message = format!("column '{}': {message}", field.name());
+                        break;
+                    }
+                }
                 return CoreError::InputFile {
                     file: lake.location().url_of(&file.meta.location),
-                    message: root_message(&e),
+                    message,
                 };
             }
         }
@@ -208,11 +232,15 @@ pub async fn blame(ctx: &SessionContext, lake: &Lake, error: DataFusionError) ->
     CoreError::DataFusion(error)
 }
 
-/// The innermost message of a DataFusion error, without the context chain.
-fn root_message(e: &DataFusionError) -> String {
-    match e.find_root() {
-        DataFusionError::ArrowError(a, _) => a.to_string(),
-        DataFusionError::ParquetError(p) => p.to_string(),
-        other => other.to_string(),
+/// Reads a table (or one of its columns) to the end.
+async fn scan(
+    ctx: &SessionContext,
+    table: Arc<LakeTable>,
+    column: Option<&str>,
+) -> datafusion::error::Result<()> {
+    let mut df = ctx.read_table(table)?;
+    if let Some(c) = column {
+        df = df.select(vec![datafusion::prelude::ident(c)])?;
     }
+    df.collect().await.map(|_| ())
 }

@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::error::Result;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use psync_functions::SinglePhaseWideAggregates;
 
 use crate::functions::sha1_hex;
 
@@ -55,7 +57,13 @@ pub fn new_context(options: &EngineOptions) -> Result<SessionContext> {
         disk = disk.with_mode(DiskManagerMode::Directories(vec![dir.clone()]));
     }
     runtime = runtime.with_disk_manager_builder(disk);
-    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime.build_arc()?)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(SinglePhaseWideAggregates))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     psync_functions::register_all(&ctx);
     ctx.register_udf(sha1_hex().as_ref().clone());
     Ok(ctx)

@@ -253,10 +253,10 @@ impl LastSeenGroups {
         let (m, n) = (self.m, self.n);
         let mut won = false;
         for (row, &g) in group_indices.iter().enumerate() {
-            if let Some(f) = opt_filter {
-                if !(f.is_valid(row) && f.value(row)) {
-                    continue;
-                }
+            if let Some(f) = opt_filter
+                && !(f.is_valid(row) && f.value(row))
+            {
+                continue;
             }
             let cand = ptr(c, row);
             if !per_field {

@@ -21,6 +21,7 @@
 mod groups;
 mod order;
 mod row;
+mod single_phase;
 mod udaf;
 
 use std::sync::{Arc, LazyLock};
@@ -28,6 +29,7 @@ use std::sync::{Arc, LazyLock};
 use datafusion::logical_expr::AggregateUDF;
 use datafusion::prelude::SessionContext;
 
+pub use single_phase::SinglePhaseWideAggregates;
 pub use udaf::{Kind, LastSeenUdaf};
 
 macro_rules! singleton {
@@ -58,7 +60,9 @@ pub fn all() -> Vec<Arc<AggregateUDF>> {
     vec![last_seen(), latest(), last_seen_struct()]
 }
 
-/// Registers every function of this crate in `ctx`.
+/// Registers every function of this crate in `ctx`. (Sessions built with a
+/// `SessionStateBuilder` should also add [`SinglePhaseWideAggregates`] to their
+/// physical optimizer rules.)
 pub fn register_all(ctx: &SessionContext) {
     for f in all() {
         ctx.register_udaf(f.as_ref().clone());

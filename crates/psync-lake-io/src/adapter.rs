@@ -58,14 +58,14 @@ impl PhysicalExprAdapter for CaseInsensitiveAdapter {
         self.inner
             .rewrite(expr)?
             .transform(|e| {
-                if let Some(c) = e.downcast_ref::<Column>() {
-                    if let Some(f) = self.physical.fields().get(c.index()) {
-                        if f.name() != c.name() && f.name().eq_ignore_ascii_case(c.name()) {
-                            return Ok(Transformed::yes(
-                                Arc::new(Column::new(f.name(), c.index())) as _,
-                            ));
-                        }
-                    }
+                if let Some(c) = e.downcast_ref::<Column>()
+                    && let Some(f) = self.physical.fields().get(c.index())
+                    && f.name() != c.name()
+                    && f.name().eq_ignore_ascii_case(c.name())
+                {
+                    return Ok(Transformed::yes(
+                        Arc::new(Column::new(f.name(), c.index())) as _
+                    ));
                 }
                 Ok(Transformed::no(e))
             })

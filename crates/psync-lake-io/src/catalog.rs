@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
 use tracing::{debug, warn};
 
-use crate::error::{LakeError, Result};
+use crate::error::{LakeError, Result, root_message};
 use crate::location::Location;
 use crate::schema::{FileSchema, unify};
 use crate::table::{LakeFile, LakeTable};
@@ -42,13 +42,13 @@ impl Lake {
     /// Lists `location` once and reads every footer once (into DataFusion's file
     /// metadata cache, where the scans find them again).
     pub async fn open(state: &SessionState, location: Location) -> Result<Lake> {
-        if let Some(dir) = &location.local_dir {
-            if !dir.is_dir() {
-                return Err(LakeError::Location {
-                    location: location.display.clone(),
-                    reason: "no such directory".into(),
-                });
-            }
+        if let Some(dir) = &location.local_dir
+            && !dir.is_dir()
+        {
+            return Err(LakeError::Location {
+                location: location.display.clone(),
+                reason: "no such directory".into(),
+            });
         }
         let listed: Vec<ObjectMeta> = location
             .store
@@ -113,7 +113,7 @@ impl Lake {
                         .with_file_metadata_cache(Some(cache))
                         .fetch_metadata()
                         .await
-                        .map_err(|e| unreadable(&e))?;
+                        .map_err(|e| unreadable(&root_message(&e)))?;
                     let fm = md.file_metadata();
                     let schema =
                         parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
@@ -165,7 +165,7 @@ impl Lake {
     pub fn schema_of(&self, name: &str) -> Option<SchemaRef> {
         self.tables
             .get(name)
-            .map(|t| datafusion::catalog::TableProvider::schema(t))
+            .map(datafusion::catalog::TableProvider::schema)
     }
 
     /// Registers every table in `ctx` under its folder name.

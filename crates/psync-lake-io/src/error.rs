@@ -37,3 +37,14 @@ impl From<LakeError> for DataFusionError {
         }
     }
 }
+
+/// The innermost message of a DataFusion error, without the wrappers' prefixes
+/// (which otherwise repeat, as in "Parquet error: Parquet error: ...").
+pub fn root_message(e: &DataFusionError) -> String {
+    match e.find_root() {
+        DataFusionError::ArrowError(a, _) => a.to_string(),
+        DataFusionError::ParquetError(p) => p.to_string(),
+        DataFusionError::ObjectStore(o) => o.to_string(),
+        other => other.to_string(),
+    }
+}

@@ -15,6 +15,6 @@ mod table;
 
 pub use adapter::CaseInsensitiveAdapterFactory;
 pub use catalog::Lake;
-pub use error::{LakeError, Result};
+pub use error::{LakeError, Result, root_message};
 pub use location::Location;
 pub use table::{LakeFile, LakeTable};

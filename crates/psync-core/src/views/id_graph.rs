@@ -125,7 +125,10 @@ pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGra
             col("segment_id"),
             coalesce(vec![col("end"), col("target")]).alias("canonical_segment_id"),
             col("timestamp"),
-        ])?;
+        ])?
+        // Held in memory: the other views join it.
+        .cache()
+        .await?;
     Ok(IdGraph {
         df,
         cycles_broken,

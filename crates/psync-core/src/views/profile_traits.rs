@@ -11,7 +11,7 @@
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::Result;
-use datafusion::logical_expr::{JoinType, Partitioning, when};
+use datafusion::logical_expr::{JoinType, when};
 use datafusion::prelude::{DataFrame, coalesce, col, get_field, ident, lit, named_struct};
 
 use crate::inputs::{Inputs, ORDER_NEEDED, PROFILE_TRAITS_UPDATES, Warnings, id, order_key};
@@ -75,7 +75,8 @@ pub fn plan(inputs: &Inputs<'_>, id_graph: &IdGraph, warnings: &mut Warnings) ->
             col("canonical_segment_id").alias(format!("{p}_canonical")),
         ])
     };
-    let profiles = id_graph
+    // Profiles the id graph knows: its segment_ids and the canonicals they point at.
+    let known = id_graph
         .df
         .clone()
         .select(vec![col("segment_id").alias("sid")])?
@@ -84,11 +85,6 @@ pub fn plan(inputs: &Inputs<'_>, id_graph: &IdGraph, warnings: &mut Warnings) ->
                 .df
                 .clone()
                 .select(vec![col("canonical_segment_id").alias("sid")])?,
-        )?
-        .union(
-            updates
-                .clone()
-                .select(vec![col("segment_id").alias("sid")])?,
         )?
         .distinct()?
         .join(graph("p")?, JoinType::Left, &["sid"], &["p_sid"], None)?
@@ -99,25 +95,26 @@ pub fn plan(inputs: &Inputs<'_>, id_graph: &IdGraph, warnings: &mut Warnings) ->
                 .alias("merged_to"),
         ])?;
 
-    if traits.is_empty() {
-        return profiles.select(vec![
-            col("sid").alias("canonical_segment_id"),
-            col("merged_to"),
-        ]);
-    }
-
+    // Every trait row goes to its owner: the canonical of its segment_id, or the
+    // segment_id itself when the id graph does not know it. The one aggregation
+    // also yields the profiles that only profile_traits_updates knows (one scan).
     let mut resolved_cols =
         vec![coalesce(vec![col("u_canonical"), col("segment_id")]).alias("owner")];
     resolved_cols.extend(order_key());
     resolved_cols.extend(traits.iter().map(|(t, _)| ident(t)));
-    let partitions = inputs.ctx().copied_config().target_partitions();
-    let mut struct_args = Vec::with_capacity(traits.len() * 2);
-    for (t, _) in &traits {
-        struct_args.push(lit(t.as_str()));
-        struct_args.push(ident(t));
-    }
-    let mut agg_args = vec![named_struct(struct_args)];
-    agg_args.extend(order_key());
+    let aggregates = if traits.is_empty() {
+        vec![]
+    } else {
+        let mut struct_args = Vec::with_capacity(traits.len() * 2);
+        for (t, _) in &traits {
+            struct_args.push(lit(t.as_str()));
+            struct_args.push(ident(t));
+        }
+        let mut args = vec![named_struct(struct_args)];
+        args.extend(order_key());
+        // One pass over all traits; SinglePhaseWideAggregates runs it without a partial phase.
+        vec![psync_functions::last_seen_struct().call(args).alias("t")]
+    };
     let owned = updates
         .join(
             graph("u")?,
@@ -127,26 +124,16 @@ pub fn plan(inputs: &Inputs<'_>, id_graph: &IdGraph, warnings: &mut Warnings) ->
             None,
         )?
         .select(resolved_cols)?
-        // Rows arrive partitioned by owner, so the aggregation runs in one phase:
-        // no intermediate state with a key per trait crosses a repartition.
-        .repartition(Partitioning::Hash(vec![col("owner")], partitions))?
-        .aggregate(
-            vec![col("owner")],
-            vec![
-                psync_functions::last_seen_struct()
-                    .call(agg_args)
-                    .alias("t"),
-            ],
-        )?;
+        .aggregate(vec![col("owner")], aggregates)?;
 
-    let mut out = vec![col("sid").alias("canonical_segment_id")];
+    let mut out = vec![coalesce(vec![col("sid"), col("owner")]).alias("canonical_segment_id")];
     out.extend(
         traits
             .iter()
             .map(|(t, _)| get_field(col("t"), t.as_str()).alias(t)),
     );
     out.push(col("merged_to"));
-    profiles
-        .join(owned, JoinType::Left, &["sid"], &["owner"], None)?
+    known
+        .join(owned, JoinType::Full, &["sid"], &["owner"], None)?
         .select(out)
 }
