@@ -15,9 +15,9 @@ fn at(month: u32, day: u32, h: i64, m: i64, s: i64) -> i64 {
 
 /// Writes the case-study lake under `dest`.
 pub fn case_study(dest: &Path) -> Result<(), GenError> {
-    let s = |n: &str| (n.to_string(), Col::Str(vec![]));
-    let i = |n: &str| (n.to_string(), Col::I64(vec![]));
-    let t = |n: &str| (n.to_string(), Col::Ts(vec![]));
+    let s = |n: &str| (n.to_string(), Col::str());
+    let i = |n: &str| (n.to_string(), Col::i64());
+    let t = |n: &str| (n.to_string(), Col::ts());
     let st = |v: &str| Val::Str(v.to_string());
     let mut ids = TableBuf::new(
         dest,

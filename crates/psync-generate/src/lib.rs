@@ -104,11 +104,11 @@ const TRAIT_NAMES: &[&str] = &[
 /// The type of trait `k`: string, integer, double, boolean, timestamp by turns.
 fn trait_col(k: usize) -> Col {
     match k % 8 {
-        3 => Col::I64(vec![]),
-        4 => Col::F64(vec![]),
-        5 => Col::Bool(vec![]),
-        7 => Col::Ts(vec![]),
-        _ => Col::Str(vec![]),
+        3 => Col::i64(),
+        4 => Col::f64(),
+        5 => Col::bool(),
+        7 => Col::ts(),
+        _ => Col::str(),
     }
 }
 
@@ -399,10 +399,10 @@ pub fn generate(dest: &Path, opts: &GenOptions) -> Result<GenSummary, GenError> 
         return Err(GenError::Options("--profiles is too large".into()));
     }
     let (rpf, up, ss) = (opts.rows_per_file, opts.upper_case, opts.string_seq);
-    let s = |n: &str| (n.to_string(), Col::Str(vec![]));
-    let i = |n: &str| (n.to_string(), Col::I64(vec![]));
-    let t = |n: &str| (n.to_string(), Col::Ts(vec![]));
-    let f = |n: &str| (n.to_string(), Col::F64(vec![]));
+    let s = |n: &str| (n.to_string(), Col::str());
+    let i = |n: &str| (n.to_string(), Col::i64());
+    let t = |n: &str| (n.to_string(), Col::ts());
+    let f = |n: &str| (n.to_string(), Col::f64());
     let ids = TableBuf::new(
         dest,
         "id_graph_updates",

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
@@ -15,19 +15,18 @@ use datafusion::parquet::file::properties::WriterProperties;
 
 use crate::GenError;
 
-/// One column's values.
-#[derive(Debug, Clone)]
+/// One column's values, appended straight into Arrow buffers.
 pub enum Col {
     /// Strings.
-    Str(Vec<Option<String>>),
+    Str(StringBuilder),
     /// 64-bit integers.
-    I64(Vec<Option<i64>>),
+    I64(Int64Builder),
     /// Doubles.
-    F64(Vec<Option<f64>>),
+    F64(Float64Builder),
     /// Booleans.
-    Bool(Vec<Option<bool>>),
+    Bool(BooleanBuilder),
     /// Microseconds since the epoch, UTC.
-    Ts(Vec<Option<i64>>),
+    Ts(TimestampMicrosecondBuilder),
 }
 
 /// A value for [`Col`].
@@ -48,28 +47,39 @@ pub enum Val {
 }
 
 impl Col {
-    fn empty_like(&self) -> Col {
-        match self {
-            Col::Str(_) => Col::Str(vec![]),
-            Col::I64(_) => Col::I64(vec![]),
-            Col::F64(_) => Col::F64(vec![]),
-            Col::Bool(_) => Col::Bool(vec![]),
-            Col::Ts(_) => Col::Ts(vec![]),
-        }
+    /// An empty string column.
+    pub fn str() -> Col {
+        Col::Str(StringBuilder::new())
+    }
+    /// An empty integer column.
+    pub fn i64() -> Col {
+        Col::I64(Int64Builder::new())
+    }
+    /// An empty double column.
+    pub fn f64() -> Col {
+        Col::F64(Float64Builder::new())
+    }
+    /// An empty boolean column.
+    pub fn bool() -> Col {
+        Col::Bool(BooleanBuilder::new())
+    }
+    /// An empty timestamp column.
+    pub fn ts() -> Col {
+        Col::Ts(TimestampMicrosecondBuilder::new())
     }
 
     fn push(&mut self, v: Val) {
         match (self, v) {
-            (Col::Str(c), Val::Str(s)) => c.push(Some(s)),
-            (Col::I64(c), Val::I64(x)) => c.push(Some(x)),
-            (Col::F64(c), Val::F64(x)) => c.push(Some(x)),
-            (Col::Bool(c), Val::Bool(x)) => c.push(Some(x)),
-            (Col::Ts(c), Val::Ts(x)) => c.push(Some(x)),
-            (Col::Str(c), _) => c.push(None),
-            (Col::I64(c), _) => c.push(None),
-            (Col::F64(c), _) => c.push(None),
-            (Col::Bool(c), _) => c.push(None),
-            (Col::Ts(c), _) => c.push(None),
+            (Col::Str(c), Val::Str(s)) => c.append_value(s),
+            (Col::I64(c), Val::I64(x)) => c.append_value(x),
+            (Col::F64(c), Val::F64(x)) => c.append_value(x),
+            (Col::Bool(c), Val::Bool(x)) => c.append_value(x),
+            (Col::Ts(c), Val::Ts(x)) => c.append_value(x),
+            (Col::Str(c), _) => c.append_null(),
+            (Col::I64(c), _) => c.append_null(),
+            (Col::F64(c), _) => c.append_null(),
+            (Col::Bool(c), _) => c.append_null(),
+            (Col::Ts(c), _) => c.append_null(),
         }
     }
 
@@ -84,13 +94,12 @@ impl Col {
     }
 
     fn take_array(&mut self) -> ArrayRef {
-        let fresh = self.empty_like();
-        match std::mem::replace(self, fresh) {
-            Col::Str(v) => Arc::new(StringArray::from(v)),
-            Col::I64(v) => Arc::new(Int64Array::from(v)),
-            Col::F64(v) => Arc::new(Float64Array::from(v)),
-            Col::Bool(v) => Arc::new(BooleanArray::from(v)),
-            Col::Ts(v) => Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")),
+        match self {
+            Col::Str(c) => Arc::new(c.finish()),
+            Col::I64(c) => Arc::new(c.finish()),
+            Col::F64(c) => Arc::new(c.finish()),
+            Col::Bool(c) => Arc::new(c.finish()),
+            Col::Ts(c) => Arc::new(c.finish().with_timezone("UTC")),
         }
     }
 }
