@@ -2,6 +2,7 @@
 
 mod generate;
 mod materialize;
+mod query;
 mod size;
 
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Compute the views from a lake and publish them under a destination.
     Materialize(materialize::Args),
+    /// An SQL shell over the landed tables and the views (interactive, or -c / -f / stdin).
+    Query(query::Args),
     /// Write a deterministic synthetic lake (for trying things out and benchmarks).
     Generate(generate::Args),
 }
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Materialize(args) => materialize::run(args),
+        Command::Query(args) => query::run(args),
         Command::Generate(args) => generate::run(args),
     };
     match result {
@@ -54,7 +58,7 @@ fn main() -> ExitCode {
 }
 
 /// The error and its causes on one line, without repeating a cause already in the message.
-fn one_line(e: &anyhow::Error) -> String {
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

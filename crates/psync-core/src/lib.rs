@@ -6,7 +6,9 @@
 //! - [`views`]: one module per view.
 //! - [`publish`]: writing views so readers never see a partial one.
 //! - [`materialize`]: a whole run.
+//! - [`catalog`]: the tables and views of the SQL shell.
 
+pub mod catalog;
 pub mod error;
 pub mod functions;
 pub mod inputs;

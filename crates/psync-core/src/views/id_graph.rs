@@ -12,10 +12,16 @@
 //! Recursive entries (Segment's shortcuts from every member straight to the new
 //! canonical) only make the jumping finish sooner; the result never depends on them.
 
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::empty::EmptyTable;
 use datafusion::error::Result;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{ExprFunctionExt, JoinType, SortExpr, when};
+use datafusion::prelude::SessionContext;
 use datafusion::prelude::{DataFrame, Expr, coalesce, col, get_field, lit, named_struct};
+use psync_lake_io::schema::time_type;
 
 use crate::inputs::{ID_GRAPH_UPDATES, Inputs, ORDER_NEEDED, Warnings, id, order_key};
 
@@ -31,6 +37,24 @@ pub struct IdGraph {
     pub cycles_broken: u64,
     /// Pointer-jumping rounds run (a measure of chain length).
     pub rounds: u32,
+}
+
+impl IdGraph {
+    /// An id graph with no rows: planning a view over it gives the view's schema
+    /// without reading anything.
+    pub fn empty(ctx: &SessionContext) -> Result<IdGraph> {
+        let schema = Schema::new(vec![
+            Field::new("segment_id", DataType::Utf8, true),
+            Field::new("canonical_segment_id", DataType::Utf8, true),
+            Field::new("timestamp", time_type(), true),
+        ]);
+        let df = ctx.read_table(Arc::new(EmptyTable::new(Arc::new(schema))))?;
+        Ok(IdGraph {
+            df,
+            cycles_broken: 0,
+            rounds: 0,
+        })
+    }
 }
 
 /// Plans and runs the id graph resolution.

@@ -20,6 +20,7 @@ use datafusion::error::Result;
 use datafusion::prelude::{DataFrame, col};
 
 use crate::inputs::{Inputs, Warnings};
+use crate::views::id_graph::IdGraph;
 
 /// A view psync-lake publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,11 +92,7 @@ pub async fn plan(inputs: &Inputs<'_>, which: &[View], warnings: &mut Warnings) 
     let graph = id_graph::build(inputs, warnings).await?;
     let mut views = vec![];
     for &view in which {
-        let df: DataFrame = match view {
-            View::IdGraph => graph.df.clone(),
-            View::ExternalIdMapping => external_id_mapping::plan(inputs, &graph, warnings)?,
-            View::ProfileTraits => profile_traits::plan(inputs, &graph, warnings)?,
-        };
+        let df = plan_view(inputs, view, &graph, warnings)?;
         let sort = view
             .key()
             .iter()
@@ -108,4 +105,18 @@ pub async fn plan(inputs: &Inputs<'_>, which: &[View], warnings: &mut Warnings) 
         cycles_broken: graph.cycles_broken,
         id_graph_rounds: graph.rounds,
     })
+}
+
+/// Plans one view over an already resolved id graph (unsorted).
+pub fn plan_view(
+    inputs: &Inputs<'_>,
+    view: View,
+    graph: &IdGraph,
+    warnings: &mut Warnings,
+) -> Result<DataFrame> {
+    match view {
+        View::IdGraph => Ok(graph.df.clone()),
+        View::ExternalIdMapping => external_id_mapping::plan(inputs, graph, warnings),
+        View::ProfileTraits => profile_traits::plan(inputs, graph, warnings),
+    }
 }

@@ -1,0 +1,180 @@
+//! The catalog of `psync-lake query`: every landed table by name, and the views,
+//! read from a destination when it holds them, otherwise planned on demand with
+//! the same view code `materialize` runs.
+//!
+//! ```text
+//! <source>/<table>/   ─► LakeTable            (landed)
+//! <dest>/<view>/      ─► LakeTable            (published)
+//! neither             ─► ViewTable ─► views::plan_view at scan time (on demand)
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use psync_lake_io::Lake;
+use tokio::sync::OnceCell;
+
+use crate::inputs::{Inputs, Warnings};
+use crate::views::id_graph::{self, IdGraph};
+use crate::views::{View, plan_view};
+
+/// Where a catalog entry's rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A landed table under the source.
+    Landed,
+    /// A view published under the destination.
+    Published,
+    /// A view computed from the landed tables when queried.
+    OnDemand,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Origin::Landed => "landed",
+            Origin::Published => "view (published)",
+            Origin::OnDemand => "view (on demand)",
+        })
+    }
+}
+
+/// One registered table.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Its name in SQL.
+    pub name: String,
+    /// Where its rows come from.
+    pub origin: Origin,
+    /// Row count when known without a scan (from Parquet footers).
+    pub rows: Option<u64>,
+    /// Its schema.
+    pub schema: SchemaRef,
+}
+
+/// Registers the landed tables of `lake` and the views (from `published` when it
+/// holds them) in `ctx`; returns what was registered, landed tables first.
+pub fn register(
+    ctx: &SessionContext,
+    lake: Arc<Lake>,
+    published: Option<&Lake>,
+) -> Result<Vec<Entry>> {
+    let mut entries = vec![];
+    lake.register(ctx)?;
+    for t in lake.tables() {
+        entries.push(Entry {
+            name: t.name().into(),
+            origin: Origin::Landed,
+            rows: Some(t.rows()),
+            schema: t.schema(),
+        });
+    }
+    for view in View::ALL {
+        if let Some(t) = published.and_then(|p| p.table(view.name())) {
+            ctx.register_table(view.name(), Arc::new(t.clone()))?;
+            entries.push(Entry {
+                name: view.name().into(),
+                origin: Origin::Published,
+                rows: Some(t.rows()),
+                schema: t.schema(),
+            });
+        } else {
+            let table = ViewTable::try_new(ctx, view, Arc::clone(&lake))?;
+            entries.push(Entry {
+                name: view.name().into(),
+                origin: Origin::OnDemand,
+                rows: None,
+                schema: table.schema(),
+            });
+            ctx.register_table(view.name(), Arc::new(table))?;
+        }
+    }
+    Ok(entries)
+}
+
+/// A view computed from the landed tables when a query scans it. The id graph
+/// is resolved once per catalog and reused by later queries.
+pub struct ViewTable {
+    view: View,
+    lake: Arc<Lake>,
+    schema: SchemaRef,
+    graph: Arc<OnceCell<IdGraph>>,
+}
+
+impl fmt::Debug for ViewTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ViewTable")
+            .field("view", &self.view)
+            .finish()
+    }
+}
+
+impl ViewTable {
+    /// The view over `lake`; its schema comes from planning it over an empty id graph.
+    pub fn try_new(ctx: &SessionContext, view: View, lake: Arc<Lake>) -> Result<Self> {
+        let inputs = Inputs::new(ctx, &lake);
+        let empty = IdGraph::empty(ctx)?;
+        let schema = plan_view(&inputs, view, &empty, &mut Warnings::default())?
+            .schema()
+            .inner()
+            .clone();
+        Ok(ViewTable {
+            view,
+            lake,
+            schema,
+            graph: Arc::new(OnceCell::new()),
+        })
+    }
+}
+
+#[async_trait]
+impl TableProvider for ViewTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
+            return Err(DataFusionError::Internal(
+                "view scan outside a SessionState".into(),
+            ));
+        };
+        let ctx = SessionContext::new_with_state(state.clone());
+        let inputs = Inputs::new(&ctx, &self.lake);
+        let graph = self
+            .graph
+            .get_or_try_init(|| async { id_graph::build(&inputs, &mut Warnings::default()).await })
+            .await?;
+        let mut df = plan_view(&inputs, self.view, graph, &mut Warnings::default())?;
+        if let Some(p) = projection {
+            let names: Vec<&str> = p
+                .iter()
+                .map(|i| self.schema.field(*i).name().as_str())
+                .collect();
+            df = df.select_columns(&names)?;
+        }
+        if let Some(n) = limit {
+            df = df.limit(0, Some(n))?;
+        }
+        df.create_physical_plan().await
+    }
+}

@@ -1,0 +1,303 @@
+//! Running statements: from `-c`, `-f`, a piped stdin, or the interactive prompt.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, anyhow, bail};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::DFParserBuilder;
+use futures::StreamExt;
+use psync_core::catalog::Entry;
+use rustyline::error::ReadlineError;
+use rustyline::history::DefaultHistory;
+use rustyline::{Config, Editor};
+use tokio::runtime::Runtime;
+
+use super::command::{Command, HELP};
+use super::helper::ShellHelper;
+use super::print::{Format, Printer};
+
+/// The shell's state: the session, what it holds, and display settings.
+pub struct Shell {
+    pub ctx: SessionContext,
+    pub entries: Vec<Entry>,
+    pub format: Format,
+    pub timing: bool,
+    pub max_rows: usize,
+}
+
+/// What a statement's task sends to the printer.
+enum Msg {
+    Schema(SchemaRef),
+    Batch(RecordBatch),
+}
+
+impl Shell {
+    /// Runs every statement of `sql`, stopping at the first failure.
+    pub async fn run_sql(&mut self, sql: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+        let statements = DFParserBuilder::new(sql)
+            .build()
+            .and_then(|mut p| p.parse_statements())
+            .map_err(|e| anyhow!("{}", psync_lake_io::root_message(&e)))?;
+        for statement in statements {
+            self.run_statement(statement, out).await?;
+        }
+        Ok(())
+    }
+
+    /// Plans and runs one statement in its own task (a panic inside it is
+    /// reported as a bug instead of ending the shell), streaming its rows out.
+    async fn run_statement(
+        &mut self,
+        statement: datafusion::sql::parser::Statement,
+        out: &mut dyn Write,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let ctx = self.ctx.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(4);
+        let task = tokio::spawn(async move {
+            let state = ctx.state();
+            let plan = state.statement_to_plan(statement).await?;
+            let df = ctx.execute_logical_plan(plan).await?;
+            let mut stream = df.execute_stream().await?;
+            let _ = tx.send(Msg::Schema(stream.schema())).await;
+            while let Some(batch) = stream.next().await {
+                if tx.send(Msg::Batch(batch?)).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<_, datafusion::error::DataFusionError>(())
+        });
+        let mut printer = Printer::new(self.format, self.max_rows);
+        let mut schema = None;
+        let mut write_error = None;
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Msg::Schema(s) => schema = Some(s),
+                Msg::Batch(b) => {
+                    if let Err(e) = printer.batch(out, &b) {
+                        write_error = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        drop(rx);
+        if let Some(e) = write_error {
+            task.abort();
+            return Err(e);
+        }
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("{}", psync_lake_io::root_message(&e)),
+            Err(e) if e.is_panic() => {
+                bail!("internal error (this is a bug, please report it): {e}")
+            }
+            Err(e) => bail!("{e}"),
+        }
+        if let Some(schema) = schema {
+            printer.finish(out, &schema, started.elapsed(), self.timing)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the statements of a file.
+    pub async fn run_file(&mut self, path: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+        let sql = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        self.run_sql(&sql, out)
+            .await
+            .with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Runs a backslash command; `Ok(false)` means quit.
+    pub async fn run_command(
+        &mut self,
+        command: Command,
+        out: &mut dyn Write,
+    ) -> anyhow::Result<bool> {
+        match command {
+            Command::ListTables => {
+                writeln!(out, "{:<32} {:<18} {:>12}", "name", "kind", "rows")?;
+                for e in &self.entries {
+                    let rows = e.rows.map_or("-".to_string(), |r| r.to_string());
+                    writeln!(
+                        out,
+                        "{:<32} {:<18} {:>12}",
+                        e.name,
+                        e.origin.to_string(),
+                        rows
+                    )?;
+                }
+            }
+            Command::Describe(name) => {
+                let Some(e) = self
+                    .entries
+                    .iter()
+                    .find(|e| e.name.eq_ignore_ascii_case(name.trim()))
+                else {
+                    bail!("no table or view named '{name}'; \\d lists them");
+                };
+                writeln!(out, "{} ({})", e.name, e.origin)?;
+                for f in e.schema.fields() {
+                    writeln!(out, "  {:<32} {}", f.name(), f.data_type())?;
+                }
+            }
+            Command::Timing => {
+                self.timing = !self.timing;
+                writeln!(out, "timing is {}", if self.timing { "on" } else { "off" })?;
+            }
+            Command::Format(f) => {
+                self.format = f;
+                writeln!(out, "output format is {f:?}")?;
+            }
+            Command::Include(path) => self.run_file(&path, out).await?,
+            Command::Help => writeln!(out, "{HELP}")?,
+            Command::Quit => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Table and column names for completion.
+    fn names(&self) -> (Vec<String>, Vec<String>) {
+        let tables = self.entries.iter().map(|e| e.name.clone()).collect();
+        let columns = self
+            .entries
+            .iter()
+            .flat_map(|e| e.schema.fields().iter().map(|f| f.name().clone()))
+            .collect();
+        (tables, columns)
+    }
+}
+
+/// Script mode: the `-c` statements, then the `-f` files, or a piped stdin.
+pub fn run_script(
+    rt: &Runtime,
+    shell: &mut Shell,
+    commands: &[String],
+    files: &[PathBuf],
+) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    rt.block_on(async {
+        if commands.is_empty() && files.is_empty() {
+            let mut sql = String::new();
+            std::io::stdin()
+                .read_to_string(&mut sql)
+                .context("reading statements from stdin")?;
+            return run_lines(shell, &sql, &mut out).await;
+        }
+        for c in commands {
+            run_lines(shell, c, &mut out).await?;
+        }
+        for f in files {
+            shell.run_file(f, &mut out).await?;
+        }
+        Ok(())
+    })
+}
+
+/// Runs text that may mix SQL with backslash commands on their own lines.
+async fn run_lines(shell: &mut Shell, text: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut sql = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with('\\') && sql.trim().is_empty() {
+            let command: Command = line.parse().map_err(|e: String| anyhow!(e))?;
+            if !shell.run_command(command, out).await? {
+                return Ok(());
+            }
+        } else {
+            sql.push_str(line);
+            sql.push('\n');
+        }
+    }
+    if !sql.trim().is_empty() {
+        shell.run_sql(&sql, out).await?;
+    }
+    Ok(())
+}
+
+/// Where the history file lives: `$PSYNC_HISTORY`, else the user's state folder.
+fn history_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PSYNC_HISTORY") {
+        return Some(PathBuf::from(p));
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("state"))
+        })?;
+    Some(base.join("psync-lake").join("history"))
+}
+
+/// The interactive prompt.
+pub fn run_interactive(rt: &Runtime, shell: &mut Shell) -> anyhow::Result<()> {
+    let config = Config::builder()
+        .auto_add_history(false)
+        .max_history_size(10_000)?
+        .build();
+    let mut editor: Editor<ShellHelper, DefaultHistory> = Editor::with_config(config)?;
+    let (tables, columns) = shell.names();
+    editor.set_helper(Some(ShellHelper::new(&tables, &columns)));
+    let history = history_path();
+    if let Some(h) = &history {
+        let _ = editor.load_history(h);
+    }
+    eprintln!(
+        "psync-lake query: {} tables and views; \\d lists them, \\? for help, \\q to quit.",
+        shell.entries.len()
+    );
+    loop {
+        let line = match editor.readline("psync> ") {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let _ = editor.add_history_entry(text);
+        if let Some(h) = &history {
+            if let Some(dir) = h.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = editor.append_history(h);
+        }
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        let keep_going = rt.block_on(async {
+            let work = async {
+                if text.starts_with('\\') {
+                    let command: Command = text.parse().map_err(|e: String| anyhow!(e))?;
+                    shell.run_command(command, &mut out).await
+                } else {
+                    shell.run_sql(text, &mut out).await.map(|()| true)
+                }
+            };
+            tokio::select! {
+                r = work => r,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("cancelled");
+                    Ok(true)
+                }
+            }
+        });
+        match keep_going {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => eprintln!("error: {}", crate::one_line(&e)),
+        }
+    }
+    Ok(())
+}
+
+/// Whether to run the prompt: stdin and stdout are both terminals and no
+/// statements were given.
+pub fn interactive(commands: &[String], files: &[PathBuf]) -> bool {
+    commands.is_empty() && files.is_empty() && std::io::stdin().is_terminal()
+}

@@ -1,0 +1,90 @@
+//! `psync-lake query`: an SQL shell over the landed tables and the views.
+//!
+//! ```text
+//! exec     statements from -c / -f / stdin / the prompt, one task per statement
+//! command  backslash commands (\d, \timing, \format, \i, \?, \q)
+//! helper   rustyline: statements end at ';', Tab completes names
+//! print    table / csv / json / ndjson to any io::Write
+//! ```
+
+mod command;
+mod exec;
+mod helper;
+mod print;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use psync_core::{EngineOptions, new_context};
+use psync_lake_io::{Lake, Location};
+
+use crate::size::parse_size;
+use exec::Shell;
+pub use print::Format;
+
+/// Options of `query`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The lake root: every landed table becomes a table of that name.
+    #[arg(long)]
+    source: String,
+    /// A destination of `materialize`: its views are read from there; views it
+    /// does not hold are computed from the lake when queried.
+    #[arg(long)]
+    dest: Option<String>,
+    /// SQL to run (repeatable; runs before any -f file), then exit.
+    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    commands: Vec<String>,
+    /// A file of SQL statements to run (repeatable), then exit.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Rows shown by the table format before it truncates (other formats print all).
+    #[arg(long, default_value_t = 1000)]
+    max_rows: usize,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Memory the engine may use before spilling to disk, e.g. 2G [default: unbounded].
+    #[arg(long, value_parser = parse_size)]
+    memory_limit: Option<usize>,
+}
+
+/// Runs `query`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let engine = EngineOptions {
+        threads: a.threads,
+        memory_limit: a.memory_limit,
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(engine.threads())
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let ctx = new_context(&engine)?;
+    let (lake, published) = rt.block_on(async {
+        let lake = Lake::open(&ctx.state(), Location::parse(&a.source)?).await?;
+        let published = match &a.dest {
+            Some(d) => Some(Lake::open(&ctx.state(), Location::parse(d)?).await?),
+            None => None,
+        };
+        Ok::<_, psync_lake_io::LakeError>((lake, published))
+    })?;
+    let entries = psync_core::catalog::register(&ctx, Arc::new(lake), published.as_ref())?;
+    let mut shell = Shell {
+        ctx,
+        entries,
+        format: a.format,
+        timing: false,
+        max_rows: a.max_rows.max(1),
+    };
+    if exec::interactive(&a.commands, &a.files) {
+        exec::run_interactive(&rt, &mut shell)
+    } else {
+        exec::run_script(&rt, &mut shell, &a.commands, &a.files)
+    }
+}
