@@ -4,6 +4,7 @@ mod generate;
 mod materialize;
 mod query;
 mod size;
+mod store;
 
 use std::process::ExitCode;
 
@@ -33,10 +34,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // --quiet means errors only: warnings are still in the run record.
+    let quiet = matches!(&cli.command, Command::Materialize(a) if a.quiet);
+    let level = if quiet { "error" } else { cli.log.as_str() };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "warn".into()),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();

@@ -20,10 +20,10 @@ pub enum Mode {
 /// Options of `materialize`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The lake root: a folder (or file:// URL) with one sub-folder per landed table.
+    /// The lake root: a folder, file:// URL or s3://bucket/prefix with one sub-folder per landed table.
     #[arg(long)]
     source: String,
-    /// Where to publish: <dest>/<view>/<view>.parquet, run records in <dest>/_psync/.
+    /// Where to publish (folder or s3://bucket/prefix): <dest>/<view>/<view>.parquet, run records in <dest>/_psync/.
     #[arg(long)]
     dest: String,
     /// Run mode.
@@ -53,6 +53,15 @@ pub struct Args {
     /// Print each view's physical plan instead of running it.
     #[arg(long)]
     explain: bool,
+    /// Minutes after which another run's lock on the destination counts as left
+    /// by a dead run and is replaced.
+    #[arg(long, default_value_t = 60)]
+    stale_lock_minutes: u64,
+    /// Replace the destination's lock even if it is recent (only when no other run is alive).
+    #[arg(long)]
+    break_lock: bool,
+    #[command(flatten)]
+    store: crate::store::StoreArgs,
 }
 
 /// A spinner on stderr, only when stderr is a terminal.
@@ -105,6 +114,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         memory_limit: a.memory_limit,
         batch_size: a.batch_size,
         spill_dir: a.spill_dir.clone(),
+        store: a.store.options(),
     };
     let opts = MaterializeOptions {
         source: a.source.clone(),
@@ -115,6 +125,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.views.clone()
         },
         engine: engine.clone(),
+        stale_lock_after: if a.break_lock {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(a.stale_lock_minutes * 60)
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(engine.threads())

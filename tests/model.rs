@@ -484,6 +484,7 @@ fn check(h: &History, l: &Landing) -> Result<(), TestCaseError> {
         source: lake.display().to_string(),
         dest: dest.display().to_string(),
         views: View::ALL.to_vec(),
+        stale_lock_after: std::time::Duration::from_secs(3600),
         engine: EngineOptions {
             threads: Some(l.threads),
             batch_size: Some(l.batch_size),

@@ -5,4 +5,6 @@ mod util;
 mod bad_input;
 mod case_study;
 mod model;
+mod query;
+mod s3;
 mod sample_data;

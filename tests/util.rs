@@ -133,3 +133,40 @@ pub fn rows(expected: &[&[&str]]) -> Vec<Vec<String>> {
     v.sort();
     v
 }
+
+/// Compares `actual` with the snapshot `tests/snapshots/<name>`; with
+/// `UPDATE_SNAPSHOTS=1` in the environment, (re)writes the snapshot instead.
+pub fn assert_snapshot(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "no snapshot {} ({e}); create it with UPDATE_SNAPSHOTS=1 cargo test --test integration",
+            path.display()
+        )
+    });
+    if expected == actual {
+        return;
+    }
+    let (e, a): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
+    let first = (0..e.len().max(a.len()))
+        .find(|&i| e.get(i) != a.get(i))
+        .unwrap_or(0);
+    panic!(
+        "{} differs from the snapshot at line {}:\n  expected: {:?}\n  actual:   {:?}\n\
+         ({} expected lines, {} actual); if the change is intended, rerun with \
+         UPDATE_SNAPSHOTS=1 and review `git diff tests/snapshots`",
+        path.display(),
+        first + 1,
+        e.get(first),
+        a.get(first),
+        e.len(),
+        a.len()
+    );
+}

@@ -17,7 +17,7 @@ use rustyline::{Config, Editor};
 use tokio::runtime::Runtime;
 
 use super::command::{Command, HELP};
-use super::helper::ShellHelper;
+use super::helper::{ShellHelper, is_complete};
 use super::print::{Format, Printer};
 
 /// The shell's state: the session, what it holds, and display settings.
@@ -204,7 +204,12 @@ pub fn run_script(
 async fn run_lines(shell: &mut Shell, text: &str, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut sql = String::new();
     for line in text.lines() {
-        if line.trim_start().starts_with('\\') && sql.trim().is_empty() {
+        // A command line ends the SQL before it once that SQL is whole (ends at ';').
+        if line.trim_start().starts_with('\\') && (sql.trim().is_empty() || is_complete(&sql)) {
+            if !sql.trim().is_empty() {
+                shell.run_sql(&sql, out).await?;
+                sql.clear();
+            }
             let command: Command = line.parse().map_err(|e: String| anyhow!(e))?;
             if !shell.run_command(command, out).await? {
                 return Ok(());

@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use psync_core::{EngineOptions, new_context};
-use psync_lake_io::{Lake, Location};
+use psync_core::{EngineOptions, locate, new_context};
+use psync_lake_io::Lake;
 
 use crate::size::parse_size;
 use exec::Shell;
@@ -51,6 +51,8 @@ pub struct Args {
     /// Memory the engine may use before spilling to disk, e.g. 2G [default: unbounded].
     #[arg(long, value_parser = parse_size)]
     memory_limit: Option<usize>,
+    #[command(flatten)]
+    store: crate::store::StoreArgs,
 }
 
 /// Runs `query`.
@@ -58,6 +60,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let engine = EngineOptions {
         threads: a.threads,
         memory_limit: a.memory_limit,
+        store: a.store.options(),
         ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -67,9 +70,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     let ctx = new_context(&engine)?;
     let (lake, published) = rt.block_on(async {
-        let lake = Lake::open(&ctx.state(), Location::parse(&a.source)?).await?;
+        let lake = Lake::open(&ctx.state(), locate(&ctx, &a.source, &engine)?).await?;
         let published = match &a.dest {
-            Some(d) => Some(Lake::open(&ctx.state(), Location::parse(d)?).await?),
+            Some(d) => Some(Lake::open(&ctx.state(), locate(&ctx, d, &engine)?).await?),
             None => None,
         };
         Ok::<_, psync_lake_io::LakeError>((lake, published))

@@ -71,10 +71,13 @@ impl Printer {
                 }
             }
             Format::Csv => {
+                // Render into a buffer first: the CSV writer turns an io::Error into
+                // a string, which would hide a closed pipe (`| head`) from main.
                 let mut w = CsvWriterBuilder::new()
                     .with_header(!self.csv_header_written)
-                    .build(&mut *out);
+                    .build(Vec::new());
                 w.write(batch)?;
+                out.write_all(&w.into_inner())?;
                 self.csv_header_written = true;
             }
             Format::Ndjson => {

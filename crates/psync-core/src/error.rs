@@ -15,6 +15,16 @@ pub enum CoreError {
     /// Writing to the destination failed.
     #[error("cannot write {url}: {message}")]
     Publish { url: String, message: String },
+    /// Another run holds the destination.
+    #[error(
+        "{url} is locked by run {holder} since {since}; if that run is dead the lock turns stale in {stale_in} (or pass --break-lock)"
+    )]
+    Locked {
+        url: String,
+        holder: String,
+        since: String,
+        stale_in: String,
+    },
     /// A bad setting.
     #[error("{0}")]
     Config(String),

@@ -19,5 +19,5 @@ pub mod views;
 
 pub use error::{CoreError, Result};
 pub use materialize::{MaterializeOptions, RunReport, materialize};
-pub use session::{EngineOptions, new_context};
+pub use session::{EngineOptions, locate, new_context};
 pub use views::View;

@@ -11,13 +11,13 @@ use std::time::Instant;
 use datafusion::catalog::TableProvider;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
-use psync_lake_io::{Lake, LakeTable, Location, root_message};
+use psync_lake_io::{Lake, LakeTable, root_message};
 use serde::Serialize;
 
 use crate::error::{CoreError, Result};
 use crate::inputs::{Inputs, Warnings};
 use crate::publish::Publisher;
-use crate::session::{EngineOptions, new_context};
+use crate::session::{EngineOptions, locate, new_context};
 use crate::views::{self, View};
 
 /// What to materialize, from where, to where.
@@ -31,6 +31,8 @@ pub struct MaterializeOptions {
     pub views: Vec<View>,
     /// Engine settings.
     pub engine: EngineOptions,
+    /// A destination lock older than this belongs to a dead run and is replaced.
+    pub stale_lock_after: std::time::Duration,
 }
 
 /// One landed table as read by a run.
@@ -119,10 +121,16 @@ pub async fn materialize(opts: &MaterializeOptions, progress: &dyn Progress) -> 
         return Err(CoreError::Config("no views selected".into()));
     }
     let ctx = new_context(&opts.engine)?;
-    let source = Location::parse(&opts.source)?;
-    let dest = Location::parse(&opts.dest)?;
+    let source = locate(&ctx, &opts.source, &opts.engine)?;
+    let dest = locate(&ctx, &opts.dest, &opts.engine)?;
     progress.stage("listing");
     let lake = Lake::open(&ctx.state(), source).await?;
+    if lake.tables().next().is_none() {
+        return Err(CoreError::Config(format!(
+            "no tables under {} (expected <root>/<table>/*.parquet)",
+            opts.source
+        )));
+    }
     let inputs = Inputs::new(&ctx, &lake);
     let mut warnings = Warnings::default();
 
@@ -134,6 +142,32 @@ pub async fn materialize(opts: &MaterializeOptions, progress: &dyn Progress) -> 
 
     let run_id = new_run_id();
     let publisher = Publisher::new(dest, run_id.clone());
+    publisher.lock(opts.stale_lock_after).await?;
+    let result = publish(
+        opts, progress, &ctx, &lake, &publisher, planned, warnings, started, started_at,
+    )
+    .await;
+    publisher.unlock().await;
+    result
+}
+
+/// Stages, commits and records the views of a run that holds the lock.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the pieces of one run, passed once"
+)]
+async fn publish(
+    opts: &MaterializeOptions,
+    progress: &dyn Progress,
+    ctx: &SessionContext,
+    lake: &Lake,
+    publisher: &Publisher,
+    planned: views::Planned,
+    warnings: Warnings,
+    started: Instant,
+    started_at: String,
+) -> Result<RunReport> {
+    let run_id = publisher.run_id().to_string();
     let mut staged = vec![];
     let mut reports = vec![];
     for (view, df) in planned.views {
@@ -145,7 +179,7 @@ pub async fn materialize(opts: &MaterializeOptions, progress: &dyn Progress) -> 
             Err(e) => {
                 publisher.cleanup().await;
                 return Err(match e {
-                    CoreError::DataFusion(e) => blame(&ctx, &lake, e).await,
+                    CoreError::DataFusion(e) => blame(ctx, lake, e).await,
                     other => other,
                 });
             }
@@ -193,7 +227,7 @@ pub async fn materialize(opts: &MaterializeOptions, progress: &dyn Progress) -> 
 /// DataFusion's `EXPLAIN` prints it, without writing anything.
 pub async fn explain(opts: &MaterializeOptions) -> Result<String> {
     let ctx = new_context(&opts.engine)?;
-    let lake = Lake::open(&ctx.state(), Location::parse(&opts.source)?).await?;
+    let lake = Lake::open(&ctx.state(), locate(&ctx, &opts.source, &opts.engine)?).await?;
     let inputs = Inputs::new(&ctx, &lake);
     let planned = views::plan(&inputs, &opts.views, &mut Warnings::default()).await?;
     let mut out = String::new();

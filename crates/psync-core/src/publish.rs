@@ -8,13 +8,19 @@
 //! ```
 //!
 //! A run that fails before the renames leaves every view folder as it was.
+//!
+//! Two runs never publish into one destination together: a run first creates
+//! `<dest>/_psync/lock` with a conditional create (`PutMode::Create`, an S3
+//! `If-None-Match: *` PUT), and removes it when done. Of two runs started
+//! together exactly one creates it; the other stops before writing anything. A
+//! lock older than the stale limit (a run that was killed) is replaced.
 
 use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use psync_lake_io::Location;
 
 use crate::error::{CoreError, Result};
@@ -54,6 +60,11 @@ impl Publisher {
         Publisher { dest, run_id }
     }
 
+    /// The run this publisher writes for.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
     /// The destination.
     pub fn dest(&self) -> &Location {
         &self.dest
@@ -66,6 +77,70 @@ impl Publisher {
     /// The published file of `view`.
     pub fn view_file(&self, view: &str) -> Path {
         self.dest.child(&[view, &format!("{view}.parquet")])
+    }
+
+    fn lock_path(&self) -> Path {
+        self.dest.child(&["_psync", "lock"])
+    }
+
+    /// Takes the destination's lock, replacing one older than `stale_after`.
+    pub async fn lock(&self, stale_after: std::time::Duration) -> Result<()> {
+        let path = self.lock_path();
+        let url = self.dest.url_of(&path);
+        let now = chrono::Utc::now();
+        let body = serde_json::json!({
+            "run_id": self.run_id,
+            "pid": std::process::id(),
+            "started_at": now.to_rfc3339(),
+        });
+        for attempt in 0..2 {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            let payload = PutPayload::from(body.to_string().into_bytes());
+            match self.dest.store.put_opts(&path, payload, opts).await {
+                Ok(_) => return Ok(()),
+                Err(object_store::Error::AlreadyExists { .. }) if attempt == 0 => {
+                    let held = self
+                        .dest
+                        .store
+                        .get(&path)
+                        .await
+                        .map_err(|e| publish_err(&url, e))?;
+                    let modified = held.meta.last_modified;
+                    let text = held.bytes().await.map_err(|e| publish_err(&url, e))?;
+                    let holder: serde_json::Value =
+                        serde_json::from_slice(&text).unwrap_or_default();
+                    let holder_id = holder["run_id"].as_str().unwrap_or("unknown").to_string();
+                    let age = (now - modified).to_std().unwrap_or_default();
+                    if age < stale_after {
+                        return Err(CoreError::Locked {
+                            url,
+                            holder: holder_id,
+                            since: modified.to_rfc3339(),
+                            stale_in: humanize(stale_after - age),
+                        });
+                    }
+                    tracing::warn!(holder = %holder_id, "replacing a stale lock left by a run that did not finish");
+                    self.dest
+                        .store
+                        .delete(&path)
+                        .await
+                        .map_err(|e| publish_err(&url, e))?;
+                }
+                Err(e) => return Err(publish_err(&url, e)),
+            }
+        }
+        Err(CoreError::Publish {
+            url,
+            message: "another run took the lock first".into(),
+        })
+    }
+
+    /// Releases the lock (best effort: a leftover becomes stale).
+    pub async fn unlock(&self) {
+        let _ = self.dest.store.delete(&self.lock_path()).await;
     }
 
     /// Runs `df` and writes it to `view`'s staging file.
@@ -178,5 +253,21 @@ impl Publisher {
                 })?;
         }
         Ok(())
+    }
+}
+
+fn publish_err(url: &str, e: object_store::Error) -> CoreError {
+    CoreError::Publish {
+        url: url.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn humanize(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
     }
 }

@@ -11,6 +11,7 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use psync_functions::SinglePhaseWideAggregates;
+use psync_lake_io::{LakeError, Location, StoreOptions};
 
 use crate::functions::sha1_hex;
 
@@ -25,6 +26,8 @@ pub struct EngineOptions {
     pub batch_size: Option<usize>,
     /// Where spill files go; the system temp directory when `None`.
     pub spill_dir: Option<PathBuf>,
+    /// Settings of remote stores (S3).
+    pub store: StoreOptions,
 }
 
 impl EngineOptions {
@@ -67,4 +70,16 @@ pub fn new_context(options: &EngineOptions) -> Result<SessionContext> {
     psync_functions::register_all(&ctx);
     ctx.register_udf(sha1_hex().as_ref().clone());
     Ok(ctx)
+}
+
+/// Parses `input` as a location with `options`' store settings and makes its
+/// store known to `ctx`.
+pub fn locate(
+    ctx: &SessionContext,
+    input: &str,
+    options: &EngineOptions,
+) -> Result<Location, LakeError> {
+    let location = Location::parse_with(input, &options.store)?;
+    location.register(ctx);
+    Ok(location)
 }

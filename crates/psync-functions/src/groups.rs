@@ -410,10 +410,21 @@ impl LastSeenGroups {
         Arc::new(keys)
     }
 
-    fn finish_emit(&mut self, emit_to: EmitTo) {
-        if matches!(emit_to, EmitTo::All) {
-            self.reset();
+    fn finish_emit(&mut self, emit_to: EmitTo) -> Result<()> {
+        match emit_to {
+            EmitTo::All => self.reset(),
+            EmitTo::First(_) => {
+                // The emitted groups no longer pin their rows. Streaming (sorted or
+                // spill-replay) aggregation emits after every batch and never calls
+                // `EmitTo::All`, so without this the chunks of long-gone groups
+                // would be kept (and reported by `size`) until the row slack of
+                // `maybe_compact` is used up, far beyond a memory pool's share.
+                if self.retained_rows > 2 * self.ptrs.len() {
+                    self.compact()?;
+                }
+            }
         }
+        Ok(())
     }
 
     fn encode_shared_keys(&self, order: &[ArrayRef], rows: usize) -> Result<Vec<Key>> {
@@ -487,7 +498,7 @@ impl GroupsAccumulator for LastSeenGroups {
         let columns = (0..self.m)
             .map(|f| self.gather(&ptrs, f))
             .collect::<Result<Vec<_>>>()?;
-        self.finish_emit(emit_to);
+        self.finish_emit(emit_to)?;
         self.shape.assemble(columns)
     }
 
@@ -501,7 +512,7 @@ impl GroupsAccumulator for LastSeenGroups {
                 out.push(self.gather_keys(&ptrs, f, j));
             }
         }
-        self.finish_emit(emit_to);
+        self.finish_emit(emit_to)?;
         Ok(out)
     }
 

@@ -16,7 +16,7 @@ use datafusion::parquet::arrow::parquet_to_arrow_schema;
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::error::{LakeError, Result, root_message};
 use crate::location::Location;
@@ -86,7 +86,7 @@ impl Lake {
             tables.insert(name, table);
         }
         if tables.is_empty() {
-            warn!(location = %location.display, "no tables found (expected <root>/<table>/*.parquet)");
+            debug!(location = %location.display, "no tables found (expected <root>/<table>/*.parquet)");
         }
         Ok(Lake { location, tables })
     }

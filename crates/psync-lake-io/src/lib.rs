@@ -16,5 +16,5 @@ mod table;
 pub use adapter::CaseInsensitiveAdapterFactory;
 pub use catalog::Lake;
 pub use error::{LakeError, Result, root_message};
-pub use location::Location;
+pub use location::{Location, StoreOptions};
 pub use table::{LakeFile, LakeTable};

@@ -4,11 +4,13 @@
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::execution::object_store::ObjectStoreUrl;
-use object_store::ObjectStore;
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use url::Url;
 
 use crate::error::{LakeError, Result};
@@ -28,9 +30,50 @@ pub struct Location {
     pub local_dir: Option<PathBuf>,
 }
 
+/// Settings for remote stores. S3 reads the standard environment first
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
+/// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`); these override it.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// S3 endpoint, e.g. `http://127.0.0.1:5000` for an S3-compatible server.
+    pub endpoint: Option<String>,
+    /// S3 region.
+    pub region: Option<String>,
+    /// Allow plain HTTP endpoints.
+    pub allow_http: Option<bool>,
+    /// Retries of a failed request (transient errors only).
+    pub retries: usize,
+    /// Give up retrying a request after this long.
+    pub retry_timeout: Duration,
+    /// Timeout of one request.
+    pub timeout: Duration,
+    /// Timeout of establishing a connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            endpoint: None,
+            region: None,
+            allow_http: None,
+            retries: 3,
+            retry_timeout: Duration::from_secs(30),
+            timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 impl Location {
-    /// Parses a local path, `file://` URL or (later) `s3://bucket/prefix`.
+    /// Parses a local path or `file://` URL, or `s3://bucket/prefix` with the
+    /// default [`StoreOptions`].
     pub fn parse(input: &str) -> Result<Self> {
+        Self::parse_with(input, &StoreOptions::default())
+    }
+
+    /// Parses a location, building remote stores with `options`.
+    pub fn parse_with(input: &str, options: &StoreOptions) -> Result<Self> {
         let err = |reason: String| LakeError::Location {
             location: input.to_string(),
             reason,
@@ -40,9 +83,12 @@ impl Location {
         }
         if let Some(scheme_end) = input.find("://") {
             let scheme = &input[..scheme_end];
+            if scheme == "s3" || scheme == "s3a" {
+                return Self::s3(input, options);
+            }
             if scheme != "file" {
                 return Err(err(format!(
-                    "unsupported scheme '{scheme}://' (use a local path or file://)"
+                    "unsupported scheme '{scheme}://' (use a local path, file:// or s3://)"
                 )));
             }
             let url = Url::parse(input).map_err(|e| err(e.to_string()))?;
@@ -52,6 +98,60 @@ impl Location {
             return Self::local(input, &path);
         }
         Self::local(input, FsPath::new(input))
+    }
+
+    fn s3(input: &str, o: &StoreOptions) -> Result<Self> {
+        let err = |reason: String| LakeError::Location {
+            location: input.to_string(),
+            reason,
+        };
+        let url = Url::parse(input).map_err(|e| err(e.to_string()))?;
+        let bucket = url
+            .host_str()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| err("no bucket name".into()))?;
+        let mut b = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: o.retries,
+                retry_timeout: o.retry_timeout,
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_timeout(o.timeout)
+                    .with_connect_timeout(o.connect_timeout),
+            );
+        if let Some(e) = &o.endpoint {
+            b = b.with_endpoint(e);
+        }
+        if let Some(r) = &o.region {
+            b = b.with_region(r);
+        }
+        // Client options replace the ones `from_env` read, so AWS_ALLOW_HTTP is
+        // applied again here.
+        let env_http = std::env::var("AWS_ALLOW_HTTP")
+            .is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+        b = b.with_allow_http(o.allow_http.unwrap_or(env_http));
+        let store = b.build().map_err(|e| err(e.to_string()))?;
+        let store_url =
+            ObjectStoreUrl::parse(format!("s3://{bucket}")).map_err(|e| err(e.to_string()))?;
+        let prefix = Path::parse(url.path().trim_matches('/')).map_err(|e| err(e.to_string()))?;
+        Ok(Location {
+            display: input.to_string(),
+            store: Arc::new(store),
+            store_url,
+            prefix,
+            local_dir: None,
+        })
+    }
+
+    /// Makes the store known to DataFusion under [`Self::store_url`].
+    pub fn register(&self, ctx: &datafusion::prelude::SessionContext) {
+        if self.local_dir.is_none() {
+            ctx.register_object_store(self.store_url.as_ref(), self.store.clone());
+        }
     }
 
     fn local(display: &str, path: &FsPath) -> Result<Self> {
@@ -88,7 +188,10 @@ impl Location {
 
     /// A human-readable URL for a path in this store.
     pub fn url_of(&self, path: &Path) -> String {
-        format!("{}{}", self.store_url.as_str(), path)
+        match self.local_dir {
+            Some(_) => format!("{}{}", self.store_url.as_str(), path),
+            None => format!("{}/{}", self.store_url.as_str().trim_end_matches('/'), path),
+        }
     }
 }
 
@@ -123,6 +226,24 @@ mod tests {
             a.child(&["id_graph_updates"]).as_ref(),
             "tmp/lake/id_graph_updates"
         );
+    }
+
+    #[test]
+    fn s3_reads_bucket_and_prefix() {
+        let o = StoreOptions {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            allow_http: Some(true),
+            ..Default::default()
+        };
+        let l = Location::parse_with("s3://lake/ps/segment/", &o).unwrap();
+        assert_eq!(l.store_url.as_str(), "s3://lake/");
+        assert_eq!(l.prefix.as_ref(), "ps/segment");
+        assert_eq!(
+            l.url_of(&l.child(&["id_graph_updates"])),
+            "s3://lake/ps/segment/id_graph_updates"
+        );
+        assert!(l.local_dir.is_none());
+        assert!(Location::parse("s3:///nobucket").is_err());
     }
 
     #[test]
