@@ -409,7 +409,11 @@ fn rows_with_null_keys_are_skipped_and_counted() {
     write_external_ids(&lake, "part-0.parquet", false);
     write_traits(&lake, "part-0.parquet", false);
     succeeds(&materialize(&lake, &dest));
-    assert!(warnings(&dest).iter().any(|w| w.contains("2 rows with NULL segment_id")));
+    assert!(
+        warnings(&dest)
+            .iter()
+            .any(|w| w.contains("2 rows with NULL segment_id"))
+    );
 
     let w = warnings(&dest);
     assert!(
