@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::GenError;
-use crate::table::{Col, TableBuf, Val};
+use crate::table::{Col, TableBuf, Val, id_graph_columns};
 
 /// Microseconds of `2022-MM-DD hh:mm:ss` UTC.
 fn at(month: u32, day: u32, h: i64, m: i64, s: i64) -> i64 {
@@ -22,15 +22,7 @@ pub fn case_study(dest: &Path) -> Result<(), GenError> {
     let mut ids = TableBuf::new(
         dest,
         "id_graph_updates",
-        vec![
-            s("segment_id"),
-            s("canonical_segment_id"),
-            s("triggering_event_type"),
-            s("triggering_event_id"),
-            i("seq"),
-            t("timestamp"),
-            t("uuid_ts"),
-        ],
+        id_graph_columns(),
         usize::MAX,
         false,
         false,

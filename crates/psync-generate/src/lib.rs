@@ -17,7 +17,7 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use table::{Col, TableBuf, Val};
+use table::{Col, TableBuf, Val, id_graph_columns};
 
 /// Errors while generating.
 #[derive(Debug, thiserror::Error)]
@@ -403,22 +403,7 @@ pub fn generate(dest: &Path, opts: &GenOptions) -> Result<GenSummary, GenError> 
     let i = |n: &str| (n.to_string(), Col::i64());
     let t = |n: &str| (n.to_string(), Col::ts());
     let f = |n: &str| (n.to_string(), Col::f64());
-    let ids = TableBuf::new(
-        dest,
-        "id_graph_updates",
-        vec![
-            s("segment_id"),
-            s("canonical_segment_id"),
-            s("triggering_event_type"),
-            s("triggering_event_id"),
-            i("seq"),
-            t("timestamp"),
-            t("uuid_ts"),
-        ],
-        rpf,
-        up,
-        ss,
-    );
+    let ids = TableBuf::new(dest, "id_graph_updates", id_graph_columns(), rpf, up, ss);
     let ext = TableBuf::new(
         dest,
         "external_id_mapping_updates",

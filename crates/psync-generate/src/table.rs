@@ -104,6 +104,20 @@ impl Col {
     }
 }
 
+/// The columns of `id_graph_updates` as Segment lands them.
+pub fn id_graph_columns() -> Vec<(String, Col)> {
+    let s = |n: &str| (n.to_string(), Col::str());
+    vec![
+        s("segment_id"),
+        s("canonical_segment_id"),
+        s("triggering_event_type"),
+        s("triggering_event_id"),
+        ("seq".to_string(), Col::i64()),
+        ("timestamp".to_string(), Col::ts()),
+        ("uuid_ts".to_string(), Col::ts()),
+    ]
+}
+
 /// Rows of one table waiting to be written.
 pub struct TableBuf {
     dir: PathBuf,
