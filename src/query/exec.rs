@@ -58,7 +58,7 @@ impl Shell {
         let started = Instant::now();
         let ctx = self.ctx.clone();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(4);
-        let task = tokio::spawn(async move {
+        let mut task = AbortOnDrop(tokio::spawn(async move {
             let state = ctx.state();
             let plan = state.statement_to_plan(statement).await?;
             let df = ctx.execute_logical_plan(plan).await?;
@@ -70,7 +70,7 @@ impl Shell {
                 }
             }
             Ok::<_, datafusion::error::DataFusionError>(())
-        });
+        }));
         let mut printer = Printer::new(self.format, self.max_rows);
         let mut schema = None;
         let mut write_error = None;
@@ -87,10 +87,9 @@ impl Shell {
         }
         drop(rx);
         if let Some(e) = write_error {
-            task.abort();
-            return Err(e);
+            return Err(e); // drops (aborts) the task
         }
-        match task.await {
+        match (&mut task.0).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => bail!("{}", psync_lake_io::root_message(&e)),
             Err(e) if e.is_panic() => {
@@ -170,6 +169,16 @@ impl Shell {
             .flat_map(|e| e.schema.fields().iter().map(|f| f.name().clone()))
             .collect();
         (tables, columns)
+    }
+}
+
+/// A statement's task, aborted when dropped: when Ctrl-C drops the statement's
+/// future, the query must stop too instead of running on in the background.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
