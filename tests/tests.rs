@@ -4,6 +4,7 @@ mod util;
 
 mod bad_input;
 mod case_study;
+mod faults;
 mod model;
 mod query;
 mod s3;

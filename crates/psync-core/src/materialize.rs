@@ -11,7 +11,7 @@ use std::time::Instant;
 use datafusion::catalog::TableProvider;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
-use psync_lake_io::{Lake, LakeTable, root_message};
+use psync_lake_io::{Lake, LakeTable, Location, root_message};
 use serde::Serialize;
 
 use crate::error::{CoreError, Result};
@@ -115,14 +115,27 @@ pub fn new_run_id() -> String {
 
 /// Runs a full materialization.
 pub async fn materialize(opts: &MaterializeOptions, progress: &dyn Progress) -> Result<RunReport> {
+    let source = Location::parse_with(&opts.source, &opts.engine.store)?;
+    let dest = Location::parse_with(&opts.dest, &opts.engine.store)?;
+    materialize_at(opts, source, dest, progress).await
+}
+
+/// Runs a full materialization between locations already built (tests use this
+/// to put a fault-injecting store under a run).
+pub async fn materialize_at(
+    opts: &MaterializeOptions,
+    source: Location,
+    dest: Location,
+    progress: &dyn Progress,
+) -> Result<RunReport> {
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339();
     if opts.views.is_empty() {
         return Err(CoreError::Config("no views selected".into()));
     }
     let ctx = new_context(&opts.engine)?;
-    let source = locate(&ctx, &opts.source, &opts.engine)?;
-    let dest = locate(&ctx, &opts.dest, &opts.engine)?;
+    source.register(&ctx);
+    dest.register(&ctx);
     progress.stage("listing");
     let lake = Lake::open(&ctx.state(), source).await?;
     if lake.tables().next().is_none() {

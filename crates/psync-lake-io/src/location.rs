@@ -149,9 +149,7 @@ impl Location {
 
     /// Makes the store known to DataFusion under [`Self::store_url`].
     pub fn register(&self, ctx: &datafusion::prelude::SessionContext) {
-        if self.local_dir.is_none() {
-            ctx.register_object_store(self.store_url.as_ref(), self.store.clone());
-        }
+        ctx.register_object_store(self.store_url.as_ref(), self.store.clone());
     }
 
     fn local(display: &str, path: &FsPath) -> Result<Self> {
