@@ -324,17 +324,15 @@ fn a_held_lock_on_s3_stops_a_run() {
         create,
     ))
     .unwrap();
-    let out = run_s3(
-        &ep,
-        &[
-            "materialize",
-            "--source",
-            sample.to_str().unwrap(),
-            "--dest",
-            &dst,
-            "--quiet",
-        ],
-    );
+    let args = [
+        "materialize",
+        "--source",
+        sample.to_str().unwrap(),
+        "--dest",
+        &dst,
+        "--quiet",
+    ];
+    let out = run_s3(&ep, &args);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("locked by run other"),
@@ -354,17 +352,7 @@ fn a_held_lock_on_s3_stops_a_run() {
         "nothing but the lock was written: {listed:?}"
     );
     rt().block_on(store.delete(&lock)).unwrap();
-    let out = run_s3(
-        &ep,
-        &[
-            "materialize",
-            "--source",
-            sample.to_str().unwrap(),
-            "--dest",
-            &dst,
-            "--quiet",
-        ],
-    );
+    let out = run_s3(&ep, &args);
     assert!(
         out.status.success(),
         "{}",

@@ -186,29 +186,20 @@ impl Publisher {
             store
                 .rename(&s.staging, &target)
                 .await
-                .map_err(|e| CoreError::Publish {
-                    url: self.dest.url_of(&target),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| publish_err(&self.dest.url_of(&target), e))?;
             let folder = self.dest.child(&[&s.view]);
             let others: Vec<_> = store
                 .list(Some(&folder))
                 .try_filter(|m| futures::future::ready(m.location != target))
                 .try_collect()
                 .await
-                .map_err(|e| CoreError::Publish {
-                    url: self.dest.url_of(&folder),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| publish_err(&self.dest.url_of(&folder), e))?;
             for other in others {
                 tracing::warn!(file = %other.location, "removing a file that is not part of the view");
                 store
                     .delete(&other.location)
                     .await
-                    .map_err(|e| CoreError::Publish {
-                        url: self.dest.url_of(&other.location),
-                        message: e.to_string(),
-                    })?;
+                    .map_err(|e| publish_err(&self.dest.url_of(&other.location), e))?;
             }
         }
         self.cleanup().await;
@@ -247,10 +238,7 @@ impl Publisher {
                 .store
                 .put(&path, PutPayload::from(body.clone()))
                 .await
-                .map_err(|e| CoreError::Publish {
-                    url: self.dest.url_of(&path),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| publish_err(&self.dest.url_of(&path), e))?;
         }
         Ok(())
     }
