@@ -5,6 +5,7 @@ mod materialize;
 mod query;
 mod size;
 mod store;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,8 @@ enum Command {
     Materialize(materialize::Args),
     /// An SQL shell over the landed tables and the views (interactive, or -c / -f / stdin).
     Query(query::Args),
+    /// Recompute the views in full and compare them with the published ones (exit 1 on any difference).
+    Verify(verify::Args),
     /// Write a deterministic synthetic lake (for trying things out and benchmarks).
     Generate(generate::Args),
 }
@@ -46,12 +49,14 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let result = match cli.command {
-        Command::Materialize(args) => materialize::run(args),
-        Command::Query(args) => query::run(args),
-        Command::Generate(args) => generate::run(args),
+        Command::Materialize(args) => materialize::run(args).map(|()| true),
+        Command::Query(args) => query::run(args).map(|()| true),
+        Command::Verify(args) => verify::run(args),
+        Command::Generate(args) => generate::run(args).map(|()| true),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;

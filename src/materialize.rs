@@ -6,15 +6,28 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use psync_core::materialize::{MaterializeOptions, Progress, ViewReport};
-use psync_core::{EngineOptions, RunReport, View, materialize};
+use psync_core::{EngineOptions, RunMode, RunReport, View, materialize};
 
 use crate::size::parse_size;
 
 /// How much of the history a run recomputes.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Rebuild every view from the whole history.
     Full,
+    /// Read only the files landed since the last incremental run, plus the state it
+    /// saved under <dest>/_psync/state/; the views equal a full run's. The first
+    /// run (no state yet) reads everything.
+    Incremental,
+}
+
+/// What an incremental run does when a file it processed before changed or vanished.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OnChange {
+    /// Warn and rebuild every view from the lake as it is now.
+    Rebuild,
+    /// Stop with an error naming the file; nothing is written.
+    Fail,
 }
 
 /// Options of `materialize`.
@@ -29,6 +42,14 @@ pub struct Args {
     /// Run mode.
     #[arg(long, value_enum, default_value = "full")]
     mode: Mode,
+    /// Rebuild the views as they stood at this instant (RFC 3339, e.g.
+    /// 2024-05-01T00:00:00Z, or a date): only updates with timestamp <= it; rows
+    /// with a NULL timestamp count as older. A full run; no state is saved.
+    #[arg(long, value_parser = parse_instant, conflicts_with = "mode")]
+    as_of: Option<i64>,
+    /// Incremental runs: what to do when a landed file processed before changed or vanished.
+    #[arg(long, value_enum, default_value = "rebuild")]
+    on_change: OnChange,
     /// Views to publish, comma-separated [default: all: id_graph,external_id_mapping,profile_traits].
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<View>()))]
     views: Vec<View>,
@@ -91,6 +112,7 @@ impl Progress for Display {
                 "listing" => "listing the lake and reading footers".to_string(),
                 "id_graph" => "resolving the id graph".to_string(),
                 "publishing" => "publishing".to_string(),
+                "state" => "saving the incremental state".to_string(),
                 view => format!("computing and writing {view}"),
             });
         }
@@ -106,9 +128,35 @@ impl Progress for Display {
     }
 }
 
+/// Parses an instant: RFC 3339 (`2024-05-01T00:00:00Z`, any offset) or a date
+/// (midnight UTC), to µs since the epoch.
+fn parse_instant(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(d.timestamp_micros());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        && let Some(midnight) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(midnight.and_utc().timestamp_micros());
+    }
+    Err(format!(
+        "'{s}' is not an instant: use RFC 3339 (2024-05-01T00:00:00Z) or a date (2024-05-01)"
+    ))
+}
+
 /// Runs `materialize`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let Mode::Full = a.mode;
+    let mode = match (a.as_of, a.mode) {
+        (Some(t), _) => RunMode::AsOf(t),
+        (None, Mode::Full) => RunMode::Full,
+        (None, Mode::Incremental) => RunMode::Incremental {
+            on_change: match a.on_change {
+                OnChange::Rebuild => psync_core::OnChange::Rebuild,
+                OnChange::Fail => psync_core::OnChange::Fail,
+            },
+        },
+    };
     let engine = EngineOptions {
         threads: a.threads,
         memory_limit: a.memory_limit,
@@ -130,6 +178,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         } else {
             Duration::from_secs(a.stale_lock_minutes * 60)
         },
+        mode,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(engine.threads())
@@ -160,6 +209,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 }
 
 fn print_summary(r: &RunReport) {
+    if r.mode == "nothing-new" {
+        eprintln!("nothing new since the last run: no file changed ({:.2}s)", r.seconds);
+        return;
+    }
     eprintln!("{:<30} {:>8} {:>14}", "input table", "files", "rows");
     for i in &r.inputs {
         eprintln!("{:<30} {:>8} {:>14}", i.table, i.files, i.rows);
@@ -175,5 +228,9 @@ fn print_summary(r: &RunReport) {
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
-    eprintln!("run {} finished in {:.2}s", r.run_id, r.seconds);
+    let mode = match &r.as_of {
+        Some(t) => format!("as of {t}"),
+        None => r.mode.clone(),
+    };
+    eprintln!("run {} ({mode}) finished in {:.2}s", r.run_id, r.seconds);
 }

@@ -485,6 +485,7 @@ fn check(h: &History, l: &Landing) -> Result<(), TestCaseError> {
         dest: dest.display().to_string(),
         views: View::ALL.to_vec(),
         stale_lock_after: std::time::Duration::from_secs(3600),
+        mode: psync_core::RunMode::Full,
         engine: EngineOptions {
             threads: Some(l.threads),
             batch_size: Some(l.batch_size),

@@ -6,6 +6,9 @@
 //! <source>/<table>/   ─► LakeTable            (landed)
 //! <dest>/<view>/      ─► LakeTable            (published)
 //! neither             ─► ViewTable ─► views::plan_view at scan time (on demand)
+//! <source>/personas_<space>/<table>/ ─► <space>.<table>, and the space's views as
+//!                       <space>.users, ... (published under <dest>/<space>/, or on demand)
+//! resolved('<table>')  ─► an event table joined with `id_graph` (table function)
 //! ```
 
 use std::fmt;
@@ -25,6 +28,8 @@ use tokio::sync::OnceCell;
 
 use crate::inputs::{Inputs, Warnings};
 use crate::views::id_graph::{self, IdGraph};
+use crate::views::personas::PersonasTable;
+use crate::views::resolved::ResolvedFunction;
 use crate::views::{View, plan_view};
 
 /// Where a catalog entry's rows come from.
@@ -98,7 +103,46 @@ pub fn register(
             ctx.register_table(view.name(), Arc::new(table))?;
         }
     }
+    register_personas(ctx, &lake, published, &mut entries)?;
+    ctx.register_udtf(
+        "resolved",
+        Arc::new(ResolvedFunction::new(Arc::clone(&lake))),
+    );
     Ok(entries)
+}
+
+/// Registers the Personas views of every space of `lake` in the space's schema.
+fn register_personas(
+    ctx: &SessionContext,
+    lake: &Arc<Lake>,
+    published: Option<&Lake>,
+    entries: &mut Vec<Entry>,
+) -> Result<()> {
+    for space in lake.spaces() {
+        psync_lake_io::ensure_schema(ctx, &space)?;
+        for view in View::DEFAULT.into_iter().filter(|v| v.is_personas()) {
+            let name = format!("{space}.{view}");
+            if let Some(t) = published.and_then(|p| p.table(&name)) {
+                ctx.register_table(name.as_str(), Arc::new(t.clone()))?;
+                entries.push(Entry {
+                    name,
+                    origin: Origin::Published,
+                    rows: Some(t.rows()),
+                    schema: t.schema(),
+                });
+            } else {
+                let table = PersonasTable::try_new(ctx, Arc::clone(lake), &space, view)?;
+                entries.push(Entry {
+                    name: name.clone(),
+                    origin: Origin::OnDemand,
+                    rows: None,
+                    schema: table.schema(),
+                });
+                ctx.register_table(name.as_str(), Arc::new(table))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A view computed from the landed tables when a query scans it. The id graph

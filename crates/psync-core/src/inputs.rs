@@ -2,6 +2,7 @@
 //! view needs, whatever the lake holds (a missing table reads as empty, a missing
 //! optional column as NULL), plus the warnings that go into the run record.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Schema};
@@ -112,12 +113,34 @@ impl Warnings {
 pub struct Inputs<'a> {
     ctx: &'a SessionContext,
     lake: &'a Lake,
+    /// Rows read along with a table's landed rows: an incremental run's saved state.
+    overlay: HashMap<String, DataFrame>,
+    /// Only updates at or before this instant (µs since the epoch, UTC); a NULL
+    /// timestamp counts as older than any.
+    as_of: Option<i64>,
 }
 
 impl<'a> Inputs<'a> {
     /// Inputs from `lake`, planned in `ctx`.
     pub fn new(ctx: &'a SessionContext, lake: &'a Lake) -> Self {
-        Inputs { ctx, lake }
+        Inputs {
+            ctx,
+            lake,
+            overlay: HashMap::new(),
+            as_of: None,
+        }
+    }
+
+    /// Reads `rows` (matched to the table's columns by name) as part of `table`.
+    pub fn with_overlay(mut self, table: &str, rows: DataFrame) -> Self {
+        self.overlay.insert(table.to_string(), rows);
+        self
+    }
+
+    /// Keeps only updates with `timestamp <= micros` (or a NULL timestamp).
+    pub fn as_of(mut self, micros: Option<i64>) -> Self {
+        self.as_of = micros;
+        self
     }
 
     /// The lake.
@@ -133,9 +156,23 @@ impl<'a> Inputs<'a> {
     /// `table` with every column it has (the trait pivot needs them all); `None`
     /// when the lake has no such table.
     pub fn whole(&self, table: &str) -> Result<Option<DataFrame>> {
-        match self.lake.table(table) {
-            Some(t) => Ok(Some(self.ctx.read_table(Arc::new(t.clone()))?)),
-            None => Ok(None),
+        let landed = match self.lake.table(table) {
+            Some(t) => Some(self.ctx.read_table(Arc::new(t.clone()))?),
+            None => None,
+        };
+        let df = match (landed, self.overlay.get(table)) {
+            (Some(l), Some(o)) => l.union_by_name(o.clone())?,
+            (Some(l), None) => l,
+            (None, Some(o)) => o.clone(),
+            (None, None) => return Ok(None),
+        };
+        match self.as_of {
+            Some(t) if df.schema().has_column_with_unqualified_name("timestamp") => {
+                let bound = lit(ScalarValue::TimestampMicrosecond(Some(t), Some("UTC".into())));
+                let ts = col("timestamp");
+                Ok(Some(df.filter(ts.clone().is_null().or(ts.lt_eq(bound)))?))
+            }
+            _ => Ok(Some(df)),
         }
     }
 

@@ -6,18 +6,26 @@
 //! - [`views`]: one module per view.
 //! - [`publish`]: writing views so readers never see a partial one.
 //! - [`materialize`]: a whole run.
+//! - [`incremental`]: what an incremental run saves and reads back.
 //! - [`catalog`]: the tables and views of the SQL shell.
+//! - [`verify`]: published views against a full recomputation.
+//! - [`extras`]: the Personas and `_resolved` views and the health report of a run.
+//! - [`health`]: the identity health tables.
 
 pub mod catalog;
 pub mod error;
+pub mod extras;
 pub mod functions;
+pub mod health;
+pub mod incremental;
 pub mod inputs;
 pub mod materialize;
 pub mod publish;
 pub mod session;
+pub mod verify;
 pub mod views;
 
 pub use error::{CoreError, Result};
-pub use materialize::{MaterializeOptions, RunReport, materialize};
+pub use materialize::{MaterializeOptions, OnChange, RunMode, RunReport, materialize};
 pub use session::{EngineOptions, locate, new_context};
 pub use views::View;

@@ -1,8 +1,11 @@
-//! `materialize`: one full run from a lake to a destination.
+//! `materialize`: one run from a lake to a destination.
 //!
 //! ```text
-//! Lake::open (list + footers) ─► views::plan (id graph resolved) ─► stage each view
-//!   ─► commit (renames) ─► run record
+//! full:        Lake::open (list + footers) ─► views::plan (id graph resolved) ─► stage each view
+//!                ─► commit (renames) ─► run record
+//! incremental: Lake::open ─► manifest: which files are new ─► new files ∪ saved state
+//!                ─► id graph ─► stage state ─► views from the staged state ─► stage each view
+//!                ─► commit views, then state, then manifest ─► run record
 //! ```
 
 use std::sync::Arc;
@@ -15,10 +18,37 @@ use psync_lake_io::{Lake, LakeTable, Location, root_message};
 use serde::Serialize;
 
 use crate::error::{CoreError, Result};
-use crate::inputs::{Inputs, Warnings};
-use crate::publish::Publisher;
+use crate::incremental::{Delta, MANIFEST, Manifest, TRAIT_STATE};
+use crate::inputs::{EXTERNAL_ID_MAPPING_UPDATES, ID_GRAPH_UPDATES, Inputs, Warnings};
+use crate::publish::{Publisher, Staged};
 use crate::session::{EngineOptions, locate, new_context};
-use crate::views::{self, View};
+use crate::views::{self, View, external_id_mapping, id_graph, profile_traits};
+
+/// How much of the history a run reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunMode {
+    /// Every view from the whole history.
+    Full,
+    /// Only files not processed before, plus the state saved under
+    /// `<dest>/_psync/state/` (the first run, without state, reads everything).
+    Incremental {
+        /// What to do when a processed file changed or vanished.
+        on_change: OnChange,
+    },
+    /// The views as they stood at this instant (µs since the epoch, UTC): only
+    /// updates with `timestamp <=` it, or a NULL timestamp.
+    AsOf(i64),
+}
+
+/// What an incremental run does when a file it processed before changed or vanished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnChange {
+    /// Say so and rebuild everything (a full run that saves state).
+    #[default]
+    Rebuild,
+    /// Stop with an error naming the file.
+    Fail,
+}
 
 /// What to materialize, from where, to where.
 #[derive(Debug, Clone)]
@@ -33,6 +63,8 @@ pub struct MaterializeOptions {
     pub engine: EngineOptions,
     /// A destination lock older than this belongs to a dead run and is replaced.
     pub stale_lock_after: std::time::Duration,
+    /// Full, incremental or as-of.
+    pub mode: RunMode,
 }
 
 /// One landed table as read by a run.
@@ -66,8 +98,12 @@ pub struct ViewReport {
 pub struct RunReport {
     /// Unique id of the run.
     pub run_id: String,
-    /// `full`.
+    /// `full`, `incremental`, `as-of` or `nothing-new` (an incremental run that found
+    /// no new file and wrote nothing).
     pub mode: String,
+    /// For as-of runs, the instant (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
     /// Lake root.
     pub source: String,
     /// Destination root.
@@ -76,7 +112,7 @@ pub struct RunReport {
     pub started_at: String,
     /// Wall time in seconds.
     pub seconds: f64,
-    /// Tables read.
+    /// Tables read (for incremental runs: the new files only).
     pub inputs: Vec<InputReport>,
     /// Views published.
     pub views: Vec<ViewReport>,
@@ -84,13 +120,13 @@ pub struct RunReport {
     pub cycles_broken: u64,
     /// Pointer-jumping rounds of the id graph.
     pub id_graph_rounds: u32,
-    /// Warnings (skipped rows, missing tables, broken cycles).
+    /// Warnings (skipped rows, missing tables, broken cycles, rebuilds).
     pub warnings: Vec<String>,
 }
 
 /// Progress notifications for a display.
 pub trait Progress: Send + Sync {
-    /// A stage started (`listing`, `id_graph`, a view name, `publishing`).
+    /// A stage started (`listing`, `id_graph`, `state`, a view name, `publishing`).
     fn stage(&self, name: &str);
     /// A view finished.
     fn view_done(&self, report: &ViewReport);
@@ -113,14 +149,14 @@ pub fn new_run_id() -> String {
     )
 }
 
-/// Runs a full materialization.
+/// Runs a materialization.
 pub async fn materialize(opts: &MaterializeOptions, progress: &dyn Progress) -> Result<RunReport> {
     let source = Location::parse_with(&opts.source, &opts.engine.store)?;
     let dest = Location::parse_with(&opts.dest, &opts.engine.store)?;
     materialize_at(opts, source, dest, progress).await
 }
 
-/// Runs a full materialization between locations already built (tests use this
+/// Runs a materialization between locations already built (tests use this
 /// to put a fault-injecting store under a run).
 pub async fn materialize_at(
     opts: &MaterializeOptions,
@@ -144,96 +180,290 @@ pub async fn materialize_at(
             opts.source
         )));
     }
-    let inputs = Inputs::new(&ctx, &lake);
-    let mut warnings = Warnings::default();
-
-    progress.stage("id_graph");
-    let planned = match views::plan(&inputs, &opts.views, &mut warnings).await {
-        Ok(p) => p,
-        Err(e) => return Err(blame(&ctx, &lake, e).await),
+    let mut run = Run {
+        opts,
+        progress,
+        ctx: &ctx,
+        lake: &lake,
+        publisher: Publisher::new(dest, new_run_id()),
+        warnings: Warnings::default(),
+        started,
+        started_at,
     };
-
-    let run_id = new_run_id();
-    let publisher = Publisher::new(dest, run_id.clone());
-    publisher.lock(opts.stale_lock_after).await?;
-    let result = publish(
-        opts, progress, &ctx, &lake, &publisher, planned, warnings, started, started_at,
-    )
-    .await;
-    publisher.unlock().await;
-    result
+    match &opts.mode {
+        RunMode::Full => run.full(None).await,
+        RunMode::AsOf(t) => run.full(Some(*t)).await,
+        RunMode::Incremental { on_change } => {
+            let Some(manifest) = Manifest::read(run.publisher.dest()).await? else {
+                tracing::info!("no saved state under the destination: this run reads everything");
+                return run.stateful(&lake, None).await;
+            };
+            if manifest.source != opts.source {
+                run.warnings.push(format!(
+                    "the saved state was built from {}, not {}: rebuilding in full",
+                    manifest.source, opts.source
+                ));
+                return run.stateful(&lake, None).await;
+            }
+            let delta = Delta::between(&manifest, &lake);
+            if !delta.changed.is_empty() {
+                let list: Vec<String> = delta
+                    .changed
+                    .iter()
+                    .take(3)
+                    .map(|(url, why)| format!("{url} ({why})"))
+                    .collect();
+                let more = delta.changed.len().saturating_sub(3);
+                let what = format!(
+                    "{} landed file(s) changed or vanished since run {} processed them: {}{}",
+                    delta.changed.len(),
+                    manifest.run_id,
+                    list.join(", "),
+                    if more > 0 { format!(" and {more} more") } else { String::new() }
+                );
+                return match on_change {
+                    OnChange::Fail => Err(CoreError::Config(format!(
+                        "{what}; rerun with --on-change rebuild to rebuild every view from the lake as it is"
+                    ))),
+                    OnChange::Rebuild => {
+                        run.warnings.push(format!("{what}: rebuilding in full"));
+                        run.stateful(&lake, None).await
+                    }
+                };
+            }
+            if delta.is_empty() {
+                return Ok(run.report("nothing-new", None, vec![], 0, 0, &lake.with_files(|_, _| vec![])));
+            }
+            let new = delta.restrict(&lake);
+            run.stateful(&new, Some(&manifest)).await
+        }
+    }
 }
 
-/// Stages, commits and records the views of a run that holds the lock.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the pieces of one run, passed once"
-)]
-async fn publish(
-    opts: &MaterializeOptions,
-    progress: &dyn Progress,
-    ctx: &SessionContext,
-    lake: &Lake,
-    publisher: &Publisher,
-    planned: views::Planned,
+/// One run: what it reads, where it publishes, what it has to say.
+struct Run<'a> {
+    opts: &'a MaterializeOptions,
+    progress: &'a dyn Progress,
+    ctx: &'a SessionContext,
+    /// The lake as listed (every file).
+    lake: &'a Lake,
+    publisher: Publisher,
     warnings: Warnings,
     started: Instant,
     started_at: String,
-) -> Result<RunReport> {
-    let run_id = publisher.run_id().to_string();
-    let mut staged = vec![];
-    let mut reports = vec![];
-    for (view, df) in planned.views {
-        progress.stage(view.name());
-        let t = Instant::now();
-        let result = publisher.stage(view.name(), df).await;
-        let s = match result {
-            Ok(s) => s,
-            Err(e) => {
-                publisher.cleanup().await;
-                return Err(match e {
-                    CoreError::DataFusion(e) => blame(ctx, lake, e).await,
-                    other => other,
-                });
+}
+
+impl Run<'_> {
+    /// A full (or as-of) run: no state read or written.
+    async fn full(mut self, as_of: Option<i64>) -> Result<RunReport> {
+        let inputs = Inputs::new(self.ctx, self.lake).as_of(as_of);
+        self.progress.stage("id_graph");
+        let planned = match views::plan(&inputs, &self.opts.views, &mut self.warnings).await {
+            Ok(p) => p,
+            Err(e) => return Err(blame(self.ctx, self.lake, e).await),
+        };
+        self.publisher.lock(self.opts.stale_lock_after).await?;
+        let result = async {
+            let staged_views = self.stage_views(planned.views).await?;
+            let staged_views = self.with_extras(staged_views, &planned.graph, as_of).await?;
+            self.progress.stage("publishing");
+            self.publisher.commit(&staged_views.0).await?;
+            let mode = if as_of.is_some() { "as-of" } else { "full" };
+            let report = self.report(
+                mode,
+                as_of,
+                staged_views.1,
+                planned.cycles_broken,
+                planned.id_graph_rounds,
+                self.lake,
+            );
+            self.record(&report).await?;
+            Ok(report)
+        }
+        .await;
+        self.publisher.cleanup().await;
+        self.publisher.unlock().await;
+        result
+    }
+
+    /// A run that reads `input` (the new files; every file when `previous` is
+    /// `None`) plus the state `previous` describes, and saves the new state.
+    async fn stateful(
+        mut self,
+        input: &Lake,
+        previous: Option<&Manifest>,
+    ) -> Result<RunReport> {
+        let state_dir = self.publisher.dest().join(&["_psync", "state"]);
+        let saved = match previous {
+            Some(_) => Some(Lake::open(&self.ctx.state(), state_dir).await?),
+            None => None,
+        };
+        let saved_table = |name: &str| -> Result<Option<datafusion::prelude::DataFrame>> {
+            match saved.as_ref().and_then(|s| s.table(name)) {
+                Some(t) => Ok(Some(self.ctx.read_table(Arc::new(t.clone()))?)),
+                None => Ok(None),
             }
         };
-        let report = ViewReport {
-            view: view.name().to_string(),
-            rows: s.rows,
-            file: publisher.dest().url_of(&publisher.view_file(view.name())),
-            seconds: t.elapsed().as_secs_f64(),
-        };
-        progress.view_done(&report);
-        reports.push(report);
-        staged.push(s);
-    }
-    progress.stage("publishing");
-    publisher.commit(&staged).await?;
+        let mut inputs = Inputs::new(self.ctx, input);
+        for table in [ID_GRAPH_UPDATES, EXTERNAL_ID_MAPPING_UPDATES] {
+            if let Some(rows) = saved_table(table)? {
+                inputs = inputs.with_overlay(table, rows);
+            }
+        }
+        let previous_traits = saved_table(TRAIT_STATE)?;
 
-    let report = RunReport {
-        run_id,
-        mode: "full".into(),
-        source: opts.source.clone(),
-        dest: opts.dest.clone(),
-        started_at,
-        seconds: started.elapsed().as_secs_f64(),
-        inputs: lake
-            .tables()
-            .map(|t| InputReport {
-                table: t.name().to_string(),
-                files: t.files().len(),
-                rows: t.rows(),
-                bytes: t.files().iter().map(|f| f.meta.size).sum(),
-            })
-            .collect(),
-        views: reports,
-        cycles_broken: planned.cycles_broken,
-        id_graph_rounds: planned.id_graph_rounds,
-        warnings: warnings.0,
-    };
-    let json = serde_json::to_value(&report).map_err(|e| CoreError::Config(e.to_string()))?;
-    publisher.record(&json).await?;
-    Ok(report)
+        self.progress.stage("id_graph");
+        let graph = match id_graph::build(&inputs, &mut self.warnings).await {
+            Ok(g) => g,
+            Err(e) => return Err(blame(self.ctx, input, e).await),
+        };
+        self.publisher.lock(self.opts.stale_lock_after).await?;
+        let result = async {
+            self.progress.stage("state");
+            let mut state = vec![];
+            let ext_latest = external_id_mapping::compact(&inputs, &mut self.warnings)?;
+            let trait_states =
+                profile_traits::states(&inputs, previous_traits, &mut self.warnings)?;
+            for (table, df) in [
+                (ID_GRAPH_UPDATES, graph.latest.clone()),
+                (EXTERNAL_ID_MAPPING_UPDATES, ext_latest),
+                (TRAIT_STATE, trait_states),
+            ] {
+                state.push(self.stage(self.publisher.stage_state(table, df), input).await?);
+            }
+            let staged = |i: usize| {
+                self.ctx
+                    .read_parquet(self.publisher.staging_url(&state[i].name), Default::default())
+            };
+            let mut planned = vec![];
+            for &view in &self.opts.views {
+                let df = match view {
+                    View::IdGraph => graph.df.clone(),
+                    View::ExternalIdMapping => {
+                        external_id_mapping::finish(staged(1).await?, &graph)?
+                    }
+                    View::ProfileTraits => {
+                        profile_traits::plan_from_states(&inputs, staged(2).await?, &graph)?
+                    }
+                    // Staged by `with_extras`.
+                    View::Users
+                    | View::AudienceMembership
+                    | View::ComputedTraits
+                    | View::Resolved(_) => continue,
+                };
+                planned.push((view, views::sorted(view, df)?));
+            }
+            let (staged_views, reports) = self.stage_views_from(planned, input).await?;
+            let (staged_views, reports) =
+                self.with_extras((staged_views, reports), &graph, None).await?;
+            self.progress.stage("publishing");
+            // Views first, then the state, then the manifest: see `incremental`.
+            self.publisher.commit(&staged_views).await?;
+            self.publisher.commit(&state).await?;
+            let manifest = Manifest::of(self.lake, self.publisher.run_id(), &self.opts.source);
+            let body = serde_json::to_vec_pretty(&manifest)
+                .map_err(|e| CoreError::Config(e.to_string()))?;
+            self.publisher.put_meta(&["state", MANIFEST], body).await?;
+            let mode = if previous.is_some() { "incremental" } else { "full" };
+            let report = self.report(mode, None, reports, graph.cycles_broken, graph.rounds, input);
+            self.record(&report).await?;
+            Ok(report)
+        }
+        .await;
+        self.publisher.cleanup().await;
+        self.publisher.unlock().await;
+        result
+    }
+
+    /// Awaits a staging write, naming the landed file when a query error came from one.
+    async fn stage(
+        &self,
+        write: impl std::future::Future<Output = Result<Staged>>,
+        input: &Lake,
+    ) -> Result<Staged> {
+        match write.await {
+            Ok(s) => Ok(s),
+            Err(CoreError::DataFusion(e)) => Err(blame(self.ctx, input, e).await),
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn stage_views(
+        &self,
+        planned: Vec<(View, datafusion::prelude::DataFrame)>,
+    ) -> Result<(Vec<Staged>, Vec<ViewReport>)> {
+        self.stage_views_from(planned, self.lake).await
+    }
+
+    /// Runs and stages every view, reporting each as it is done.
+    async fn stage_views_from(
+        &self,
+        planned: Vec<(View, datafusion::prelude::DataFrame)>,
+        input: &Lake,
+    ) -> Result<(Vec<Staged>, Vec<ViewReport>)> {
+        let mut staged = vec![];
+        let mut reports = vec![];
+        for (view, df) in planned {
+            self.progress.stage(view.name());
+            let t = Instant::now();
+            let s = self
+                .stage(self.publisher.stage(view.name(), df), input)
+                .await?;
+            let report = ViewReport {
+                view: view.name().to_string(),
+                rows: s.rows,
+                file: self
+                    .publisher
+                    .dest()
+                    .url_of(&self.publisher.view_file(view.name())),
+                seconds: t.elapsed().as_secs_f64(),
+            };
+            self.progress.view_done(&report);
+            reports.push(report);
+            staged.push(s);
+        }
+        Ok((staged, reports))
+    }
+
+    fn report(
+        &self,
+        mode: &str,
+        as_of: Option<i64>,
+        views: Vec<ViewReport>,
+        cycles_broken: u64,
+        id_graph_rounds: u32,
+        read: &Lake,
+    ) -> RunReport {
+        RunReport {
+            run_id: self.publisher.run_id().to_string(),
+            mode: mode.into(),
+            as_of: as_of.and_then(|t| {
+                chrono::DateTime::from_timestamp_micros(t).map(|d| d.to_rfc3339())
+            }),
+            source: self.opts.source.clone(),
+            dest: self.opts.dest.clone(),
+            started_at: self.started_at.clone(),
+            seconds: self.started.elapsed().as_secs_f64(),
+            inputs: read
+                .tables()
+                .map(|t| InputReport {
+                    table: t.name().to_string(),
+                    files: t.files().len(),
+                    rows: t.rows(),
+                    bytes: t.files().iter().map(|f| f.meta.size).sum(),
+                })
+                .collect(),
+            views,
+            cycles_broken,
+            id_graph_rounds,
+            warnings: self.warnings.0.clone(),
+        }
+    }
+
+    async fn record(&self, report: &RunReport) -> Result<()> {
+        let json = serde_json::to_value(report).map_err(|e| CoreError::Config(e.to_string()))?;
+        self.publisher.record(&json).await
+    }
 }
 
 /// The physical plan of each view (after the id graph is resolved), as
@@ -290,4 +520,35 @@ async fn scan(
         df = df.select(vec![datafusion::prelude::ident(c)])?;
     }
     df.collect().await.map(|_| ())
+}
+
+// ---- Personas and `_resolved` views, the health report (see `crate::extras`) ----
+
+impl Run<'_> {
+    /// Stages the views beyond the core three, and the health tables, after
+    /// `staged` (the core views): all are committed together.
+    async fn with_extras(
+        &self,
+        staged: (Vec<Staged>, Vec<ViewReport>),
+        graph: &id_graph::IdGraph,
+        as_of: Option<i64>,
+    ) -> Result<(Vec<Staged>, Vec<ViewReport>)> {
+        let (mut files, mut reports) = staged;
+        // Every landed file whatever the mode: these are recomputed in full.
+        let inputs = Inputs::new(self.ctx, self.lake).as_of(as_of);
+        let extras = crate::extras::Extras {
+            ctx: self.ctx,
+            inputs: &inputs,
+            graph,
+            publisher: &self.publisher,
+            views: &self.opts.views,
+            staged: &files,
+            cycles_broken: graph.cycles_broken,
+            progress: self.progress,
+        };
+        let (more, more_reports) = crate::extras::stage(&extras).await?;
+        files.extend(more);
+        reports.extend(more_reports);
+        Ok((files, reports))
+    }
 }

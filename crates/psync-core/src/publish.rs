@@ -43,13 +43,15 @@ pub struct Publisher {
     run_id: String,
 }
 
-/// A view written to its staging file, not yet visible.
+/// A file written to its staging place, not yet visible.
 #[derive(Debug, Clone)]
 pub struct Staged {
-    /// The view's folder name.
-    pub view: String,
+    /// What it is (a view's name, or a state table's).
+    pub name: String,
     /// Where it was written.
     pub staging: Path,
+    /// Where it goes when committed (the only file of its folder).
+    pub target: Path,
     /// Rows written.
     pub rows: u64,
 }
@@ -145,7 +147,36 @@ impl Publisher {
 
     /// Runs `df` and writes it to `view`'s staging file.
     pub async fn stage(&self, view: &str, df: DataFrame) -> Result<Staged> {
-        let staging = self.staging_dir().join(format!("{view}.parquet"));
+        self.stage_to(view, self.view_file(view), df).await
+    }
+
+    /// The folder of an incremental run's saved state.
+    pub fn state_dir(&self) -> Path {
+        self.dest.child(&["_psync", "state"])
+    }
+
+    /// Runs `df` and writes it to a staging file that [`Self::commit`] moves to
+    /// `<dest>/_psync/state/<table>/state.parquet`.
+    pub async fn stage_state(&self, table: &str, df: DataFrame) -> Result<Staged> {
+        let target = self.state_dir().join(table).join("state.parquet");
+        self.stage_to(&format!("state.{table}"), target, df).await
+    }
+
+    /// Runs `df` and writes it to a staging file named `name` that
+    /// [`Self::commit`] moves to `<dest>/<target...>` (the Personas views of a
+    /// space, `<dest>/<space>/<view>/<view>.parquet`; the health tables).
+    pub async fn stage_at(&self, name: &str, target: &[&str], df: DataFrame) -> Result<Staged> {
+        self.stage_to(name, self.dest.child(target), df).await
+    }
+
+    /// The staged file of `name`, readable before it is committed.
+    pub fn staging_url(&self, name: &str) -> String {
+        self.dest
+            .url_of(&self.staging_dir().join(format!("{name}.parquet")))
+    }
+
+    async fn stage_to(&self, name: &str, target: Path, df: DataFrame) -> Result<Staged> {
+        let staging = self.staging_dir().join(format!("{name}.parquet"));
         let url = self.dest.url_of(&staging);
         if let Some(dir) = &self.dest.local_dir {
             // DataFusion's writer does not create parent folders of a single file.
@@ -171,23 +202,26 @@ impl Publisher {
             })
             .map_or(0, |a| a.value(0));
         Ok(Staged {
-            view: view.to_string(),
+            name: name.to_string(),
             staging,
+            target,
             rows,
         })
     }
 
-    /// Makes staged views visible, one atomic rename each, and removes any other
-    /// Parquet file a path reader would also pick up in those folders.
+    /// Makes staged files visible, one atomic rename each, and removes any other
+    /// file a path reader would also pick up in their folders.
     pub async fn commit(&self, staged: &[Staged]) -> Result<()> {
         let store = &self.dest.store;
         for s in staged {
-            let target = self.view_file(&s.view);
+            let target = s.target.clone();
             store
                 .rename(&s.staging, &target)
                 .await
                 .map_err(|e| publish_err(&self.dest.url_of(&target), e))?;
-            let folder = self.dest.child(&[&s.view]);
+            let mut folder_parts: Vec<_> = target.parts().collect();
+            folder_parts.pop();
+            let folder: Path = folder_parts.into_iter().collect();
             let others: Vec<_> = store
                 .list(Some(&folder))
                 .try_filter(|m| futures::future::ready(m.location != target))
@@ -202,7 +236,6 @@ impl Publisher {
                     .map_err(|e| publish_err(&self.dest.url_of(&other.location), e))?;
             }
         }
-        self.cleanup().await;
         Ok(())
     }
 
@@ -226,6 +259,19 @@ impl Publisher {
         }
     }
 
+    /// Writes `body` to `<dest>/_psync/<name>` (one PUT: whole or not at all).
+    pub async fn put_meta(&self, name: &[&str], body: Vec<u8>) -> Result<()> {
+        let mut parts = vec!["_psync"];
+        parts.extend_from_slice(name);
+        let path = self.dest.child(&parts);
+        self.dest
+            .store
+            .put(&path, PutPayload::from(body))
+            .await
+            .map_err(|e| publish_err(&self.dest.url_of(&path), e))?;
+        Ok(())
+    }
+
     /// Writes the run record (JSON) beside the views.
     pub async fn record(&self, json: &serde_json::Value) -> Result<()> {
         let body = serde_json::to_vec_pretty(json).map_err(|e| CoreError::Config(e.to_string()))?;
@@ -244,7 +290,7 @@ impl Publisher {
     }
 }
 
-fn publish_err(url: &str, e: object_store::Error) -> CoreError {
+pub(crate) fn publish_err(url: &str, e: object_store::Error) -> CoreError {
     CoreError::Publish {
         url: url.to_string(),
         message: e.to_string(),

@@ -33,6 +33,7 @@ use datafusion::common::{Result, internal_err};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 
 use crate::order::{Key, NULL_KEY, cmp_keys, decode_key, encode_keys, order_as_i64};
+use crate::udaf::Modes;
 
 /// Rows retained beyond the live ones before a compaction is considered.
 const COMPACTION_SLACK_ROWS: usize = 64 * 1024;
@@ -153,6 +154,10 @@ pub(crate) struct LastSeenGroups {
     n: usize,
     /// `last_seen*` skip NULL values; `latest` does not.
     ignore_nulls: bool,
+    /// The argument is a state struct (`last_seen_merge`).
+    state_input: bool,
+    /// The result is the state, as a struct of these fields.
+    state_output: Option<Fields>,
     chunks: Vec<Chunk>,
     /// `ptrs[group * m + field]`: the winner of that field in that group.
     ptrs: Vec<u64>,
@@ -166,13 +171,22 @@ pub(crate) struct LastSeenGroups {
 }
 
 impl LastSeenGroups {
-    pub(crate) fn new(shape: ValueShape, n: usize, ignore_nulls: bool) -> Self {
+    pub(crate) fn new(modes: Modes) -> Self {
+        let Modes {
+            shape,
+            n,
+            ignore_nulls,
+            state_input,
+            state_output,
+        } = modes;
         let m = shape.field_types().len();
         let mut acc = LastSeenGroups {
             shape,
             m,
             n,
             ignore_nulls,
+            state_input,
+            state_output,
             chunks: vec![],
             ptrs: vec![],
             gmax: vec![],
@@ -443,6 +457,10 @@ impl GroupsAccumulator for LastSeenGroups {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
+        if self.state_input {
+            let columns = state_columns(values)?;
+            return self.merge_states(&columns, group_indices, opt_filter, total_num_groups);
+        }
         let Some((value, order)) = values.split_first() else {
             return internal_err!("last_seen: no arguments");
         };
@@ -464,36 +482,14 @@ impl GroupsAccumulator for LastSeenGroups {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        let (m, n) = (self.m, self.n);
-        if values.len() != m + m * n {
-            return internal_err!(
-                "last_seen: expected {} state columns, got {}",
-                m + m * n,
-                values.len()
-            );
-        }
-        let rows = group_indices.len();
-        let (fields, key_cols) = values.split_at(m);
-        let key_cols = key_cols
-            .iter()
-            .map(order_as_i64)
-            .collect::<Result<Vec<_>>>()?;
-        // State keys are field-major ([field][order arg]); with per-field layout a
-        // row's keys are contiguous per field, which is what encode_keys produces
-        // when given all m*n columns in that order.
-        let mut keys = Vec::with_capacity(rows * m * n);
-        encode_keys(&key_cols, rows, &mut keys);
-        self.absorb(
-            fields.to_vec(),
-            keys,
-            m > 1,
-            group_indices,
-            None,
-            total_num_groups,
-        )
+        self.merge_states(values, group_indices, None, total_num_groups)
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        if let Some(fields) = self.state_output.clone() {
+            let columns = self.state(emit_to)?;
+            return Ok(Arc::new(StructArray::try_new(fields, columns, None)?));
+        }
         let ptrs = self.take_ptrs(emit_to);
         let columns = (0..self.m)
             .map(|f| self.gather(&ptrs, f))
@@ -521,6 +517,17 @@ impl GroupsAccumulator for LastSeenGroups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
+        if self.state_input {
+            // The argument already is a state: its columns, filtered-out rows NULL.
+            let mut columns = state_columns(values)?;
+            if let Some(filter) = opt_filter {
+                let drop = dropped(filter)?;
+                for a in columns.iter_mut() {
+                    *a = nullif(a, &drop)?;
+                }
+            }
+            return Ok(columns);
+        }
         let Some((value, order)) = values.split_first() else {
             return internal_err!("last_seen: no arguments");
         };
@@ -531,11 +538,7 @@ impl GroupsAccumulator for LastSeenGroups {
             .collect::<Result<Vec<_>>>()?;
         if let Some(filter) = opt_filter {
             // A filtered-out row becomes the sentinel: NULL value, NULL key.
-            let drop = not(filter)?;
-            let drop = match drop.nulls() {
-                Some(_) => BooleanArray::from_iter(drop.iter().map(|b| Some(b.unwrap_or(true)))),
-                None => drop,
-            };
+            let drop = dropped(filter)?;
             for a in fields.iter_mut().chain(keys.iter_mut()) {
                 *a = nullif(a, &drop)?;
             }
@@ -551,5 +554,72 @@ impl GroupsAccumulator for LastSeenGroups {
         self.chunk_bytes
             + self.ptrs.capacity() * size_of::<u64>()
             + self.gmax.capacity() * size_of::<Key>()
+    }
+}
+
+/// The columns of a state-struct argument (`last_seen_merge`); a NULL state
+/// row contributes nothing.
+pub(crate) fn state_columns(values: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
+    let [state] = values else {
+        return internal_err!("last_seen_merge: expected one state argument");
+    };
+    let Some(s) = state.as_struct_opt() else {
+        return internal_err!("last_seen_merge: expected a struct, got {}", state.data_type());
+    };
+    match s.nulls().filter(|n| n.null_count() > 0) {
+        None => Ok(s.columns().to_vec()),
+        Some(p) => {
+            let mask = BooleanArray::new(p.inner().clone(), None);
+            let drop = not(&mask)?;
+            s.columns().iter().map(|c| Ok(nullif(c, &drop)?)).collect()
+        }
+    }
+}
+
+/// The rows a filter leaves out (false or NULL), as a mask for `nullif`.
+fn dropped(filter: &BooleanArray) -> Result<BooleanArray> {
+    let drop = not(filter)?;
+    Ok(match drop.nulls() {
+        Some(_) => BooleanArray::from_iter(drop.iter().map(|b| Some(b.unwrap_or(true)))),
+        None => drop,
+    })
+}
+
+impl LastSeenGroups {
+    /// Absorbs state rows: `m` value columns, then `m * n` key columns.
+    fn merge_states(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        let (m, n) = (self.m, self.n);
+        if values.len() != m + m * n {
+            return internal_err!(
+                "last_seen: expected {} state columns, got {}",
+                m + m * n,
+                values.len()
+            );
+        }
+        let rows = group_indices.len();
+        let (fields, key_cols) = values.split_at(m);
+        let key_cols = key_cols
+            .iter()
+            .map(order_as_i64)
+            .collect::<Result<Vec<_>>>()?;
+        // State keys are field-major ([field][order arg]); with per-field layout a
+        // row's keys are contiguous per field, which is what encode_keys produces
+        // when given all m*n columns in that order.
+        let mut keys = Vec::with_capacity(rows * m * n);
+        encode_keys(&key_cols, rows, &mut keys);
+        self.absorb(
+            fields.to_vec(),
+            keys,
+            m > 1,
+            group_indices,
+            opt_filter,
+            total_num_groups,
+        )
     }
 }

@@ -6,6 +6,8 @@
 //! | `last_seen(value, k1 [, k2 ...])` | the last non-NULL `value` in update order |
 //! | `latest(value, k1 [, k2 ...])` | the `value` of the latest row, even if NULL |
 //! | `last_seen_struct(struct, k1 [, k2 ...])` | `last_seen` of every struct field, in one pass |
+//! | `last_seen_state(struct, k1 [, k2 ...])` | the same, as a state (values and their keys) to store |
+//! | `last_seen_merge(state)` | several states merged into one, as if all rows had been seen at once |
 //!
 //! "Update order" is the order keys compared left to right, a NULL key lower than
 //! any value; on a full tie of all keys the greatest value wins. The result is
@@ -30,7 +32,7 @@ use datafusion::logical_expr::AggregateUDF;
 use datafusion::prelude::SessionContext;
 
 pub use single_phase::SinglePhaseWideAggregates;
-pub use udaf::{Kind, LastSeenUdaf};
+pub use udaf::{Kind, LastSeenUdaf, parse_state_struct, state_key_name, state_struct_fields};
 
 macro_rules! singleton {
     ($fn_name:ident, $kind:expr, $doc:literal) => {
@@ -55,9 +57,26 @@ singleton!(
     "The `last_seen_struct` aggregate function."
 );
 
+singleton!(
+    last_seen_state,
+    Kind::LastSeenState,
+    "The `last_seen_state` aggregate function."
+);
+singleton!(
+    last_seen_merge,
+    Kind::LastSeenMerge,
+    "The `last_seen_merge` aggregate function."
+);
+
 /// Every function of this crate.
 pub fn all() -> Vec<Arc<AggregateUDF>> {
-    vec![last_seen(), latest(), last_seen_struct()]
+    vec![
+        last_seen(),
+        latest(),
+        last_seen_struct(),
+        last_seen_state(),
+        last_seen_merge(),
+    ]
 }
 
 /// Registers every function of this crate in `ctx`. (Sessions built with a

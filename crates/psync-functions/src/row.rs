@@ -10,8 +10,9 @@ use datafusion::common::scalar::ScalarStructBuilder;
 use datafusion::common::{Result, ScalarValue, internal_err};
 use datafusion::logical_expr::Accumulator;
 
-use crate::groups::ValueShape;
+use crate::groups::{ValueShape, state_columns};
 use crate::order::order_as_i64;
+use crate::udaf::Modes;
 
 /// A winner: its order key (None = NULL, lowest) and its value.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub(crate) struct LastSeenRow {
     shape: ValueShape,
     n: usize,
     ignore_nulls: bool,
+    state_input: bool,
+    state_output: Option<datafusion::arrow::datatypes::Fields>,
     best: Vec<Best>,
 }
 
@@ -40,7 +43,14 @@ fn cmp_scalar(a: &ScalarValue, b: &ScalarValue) -> Ordering {
 }
 
 impl LastSeenRow {
-    pub(crate) fn new(shape: ValueShape, n: usize, ignore_nulls: bool) -> Result<Self> {
+    pub(crate) fn new(modes: Modes) -> Result<Self> {
+        let Modes {
+            shape,
+            n,
+            ignore_nulls,
+            state_input,
+            state_output,
+        } = modes;
         let best = shape
             .field_types()
             .iter()
@@ -55,6 +65,8 @@ impl LastSeenRow {
             shape,
             n,
             ignore_nulls,
+            state_input,
+            state_output,
             best,
         })
     }
@@ -84,6 +96,9 @@ use datafusion::arrow::array::Array;
 
 impl Accumulator for LastSeenRow {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        if self.state_input {
+            return self.merge_batch(&state_columns(values)?);
+        }
         let Some((value, order)) = values.split_first() else {
             return internal_err!("last_seen: no arguments");
         };
@@ -124,6 +139,13 @@ impl Accumulator for LastSeenRow {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
+        if let Some(fields) = self.state_output.clone() {
+            let mut builder = ScalarStructBuilder::new();
+            for (field, value) in fields.iter().zip(self.state()?) {
+                builder = builder.with_scalar(field.as_ref().clone(), value);
+            }
+            return builder.build();
+        }
         match &self.shape {
             ValueShape::Single(_) => Ok(self.best[0].value.clone()),
             ValueShape::Struct(fields) => {

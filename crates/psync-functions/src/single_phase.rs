@@ -34,7 +34,7 @@ use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 pub struct SinglePhaseWideAggregates;
 
 /// Aggregates whose intermediate state is too wide to be worth a partial phase.
-const WIDE_STATE: &[&str] = &["last_seen_struct"];
+const WIDE_STATE: &[&str] = &["last_seen_struct", "last_seen_state", "last_seen_merge"];
 
 impl SinglePhaseWideAggregates {
     fn rewrite(plan: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {

@@ -1066,3 +1066,93 @@ async fn plan_time_errors() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Stored states: last_seen_state / last_seen_merge
+// ---------------------------------------------------------------------------
+
+/// States computed over parts of the rows and merged (twice, so a merge's own
+/// output is merged too) give what `last_seen_struct` gives over all rows, in
+/// every planning mode, grouped and ungrouped.
+async fn check_state_round_trip(seed: u64, mode: Mode) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let groups = rng.random_range(1..=8);
+    let n_rows = rng.random_range(1..=300);
+    let rows = random_rows(&mut rng, n_rows, groups);
+    let table = mem_table(&mut rng, &rows, 4, 10, mode == Mode::SortedInput);
+    let ctx = context(mode, 7, None, table);
+    let note = format!("seed {seed}, {mode:?}, {n_rows} rows");
+    let value = "named_struct('x', v, 'y', s)";
+    let direct = by_group(
+        query(
+            &ctx,
+            &format!(
+                "SELECT g, r['x'], r['y'] FROM (
+                   SELECT g, last_seen_struct({value}, k1, k2) AS r FROM t GROUP BY g
+                 ) ORDER BY g"
+            ),
+        )
+        .await,
+    );
+    let parts = format!(
+        "SELECT g, f, n, last_seen_state({value}, k1, k2) AS s FROM t GROUP BY g, f, n"
+    );
+    let halves = format!("SELECT g, f, last_seen_merge(s) AS s FROM ({parts}) GROUP BY g, f");
+    let merged = by_group(
+        query(
+            &ctx,
+            &format!(
+                "SELECT g, s['x'], s['y'] FROM (
+                   SELECT g, last_seen_merge(s) AS s FROM ({halves}) GROUP BY g
+                 ) ORDER BY g"
+            ),
+        )
+        .await,
+    );
+    assert_eq!(merged, direct, "{note}: merged states differ from one pass");
+    // The per-row accumulator (ungrouped) merges the same states.
+    for (&g, want) in &direct {
+        let got = query(
+            &ctx,
+            &format!(
+                "SELECT s['x'], s['y'] FROM (
+                   SELECT last_seen_merge(s) AS s FROM ({halves}) WHERE g = {g}
+                 )"
+            ),
+        )
+        .await;
+        assert_eq!(&got[0], want, "{note}: ungrouped merge differs in group {g}");
+    }
+    // A state carries each field's key with its value: never a key without a value.
+    let wrong = query(
+        &ctx,
+        &format!(
+            "SELECT count(*) FROM ({parts}) WHERE s['x'] IS NULL AND (s['_k0_x'] IS NOT NULL OR s['_k1_x'] IS NOT NULL)"
+        ),
+    )
+    .await;
+    assert_eq!(wrong[0][0].as_deref(), Some("0"), "{note}: key without a value");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stored_states_merge_to_the_one_pass_result() {
+    for (seeds, mode) in [
+        (400..408, Mode::TwoPhase),
+        (408..416, Mode::SkipPartial),
+        (416..424, Mode::SortedInput),
+        (424..432, Mode::SinglePhase),
+    ] {
+        for seed in seeds {
+            check_state_round_trip(seed, mode).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn merge_rejects_what_is_not_a_state() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let rows = random_rows(&mut rng, 10, 2);
+    let ctx = context(Mode::TwoPhase, 7, None, mem_table(&mut rng, &rows, 1, 10, false));
+    let err = plan_error(&ctx, "SELECT last_seen_merge(st) FROM t").await;
+    assert!(err.contains("last_seen_merge"), "{err}");
+}

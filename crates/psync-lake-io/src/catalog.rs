@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::MemorySchemaProvider;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::execution::SessionState;
 use datafusion::parquet::arrow::parquet_to_arrow_schema;
@@ -36,6 +37,32 @@ pub struct Lake {
 /// Whether a path segment hides what is under it (`_SUCCESS`, `.tmp`, `_psync`).
 fn hidden(segment: &str) -> bool {
     segment.starts_with('_') || segment.starts_with('.')
+}
+
+/// Prefixes of the folders Segment lands a Personas (Engage) space's tables in:
+/// `<root>/personas_<space>/<table>/` (older workspaces) or `engage_<space>/`.
+pub const SPACE_PREFIXES: [&str; 2] = ["personas_", "engage_"];
+
+/// Whether a (lower-case) top-level folder is a Personas space.
+pub fn is_space(folder: &str) -> bool {
+    SPACE_PREFIXES
+        .iter()
+        .any(|p| folder.len() > p.len() && folder.starts_with(p))
+}
+
+/// The table a file belongs to, from its path below the root (file name last):
+/// the top-level folder, or `<space>.<table>` for a file under
+/// `<space>/<table>/` when `<space>` is a Personas space folder. A space's
+/// Hive partition folder (`day=...`) or a file right under the space folder
+/// keeps the plain top-level name: it is a table that happens to be named so.
+fn table_name(parts: &[String]) -> String {
+    let top = parts[0].to_lowercase();
+    match parts {
+        [_, table, _, ..] if is_space(&top) && !table.contains('=') => {
+            format!("{top}.{}", table.to_lowercase())
+        }
+        _ => top,
+    }
 }
 
 impl Lake {
@@ -66,7 +93,7 @@ impl Lake {
                 continue;
             };
             let parts: Vec<String> = rel.map(|p| p.as_ref().to_string()).collect();
-            let [table, .., file] = parts.as_slice() else {
+            let Some(file) = parts.last() else {
                 continue;
             };
             if parts.len() < 2 || parts.iter().any(|p| hidden(p)) {
@@ -75,7 +102,7 @@ impl Lake {
             if !file.to_ascii_lowercase().ends_with(".parquet") {
                 continue;
             }
-            by_table.entry(table.to_lowercase()).or_default().push(meta);
+            by_table.entry(table_name(&parts)).or_default().push(meta);
         }
 
         let mut tables = BTreeMap::new();
@@ -146,6 +173,20 @@ impl Lake {
         ))
     }
 
+    /// The same lake with each table's files chosen by `files(table, all its files)`;
+    /// tables keep their schema (a table left with no file reads as empty).
+    pub fn with_files(&self, files: impl Fn(&str, &[LakeFile]) -> Vec<LakeFile>) -> Lake {
+        let tables = self
+            .tables
+            .iter()
+            .map(|(name, t)| (name.clone(), t.with_files(files(name, t.files()))))
+            .collect();
+        Lake {
+            location: self.location.clone(),
+            tables,
+        }
+    }
+
     /// Where the lake is.
     pub fn location(&self) -> &Location {
         &self.location
@@ -168,13 +209,44 @@ impl Lake {
             .map(datafusion::catalog::TableProvider::schema)
     }
 
-    /// Registers every table in `ctx` under its folder name.
+    /// The Personas spaces found (folder names, e.g. `personas_web`), sorted.
+    pub fn spaces(&self) -> Vec<String> {
+        let mut spaces: Vec<String> = self
+            .tables
+            .keys()
+            .filter_map(|name| name.split_once('.').map(|(space, _)| space.to_string()))
+            .collect();
+        spaces.sort();
+        spaces.dedup();
+        spaces
+    }
+
+    /// Registers every table in `ctx` under its folder name; a space's tables go
+    /// into a schema named after the space (`personas_web.identifies`).
     pub fn register(&self, ctx: &SessionContext) -> Result<()> {
+        for space in self.spaces() {
+            ensure_schema(ctx, &space)?;
+        }
         for (name, table) in &self.tables {
             ctx.register_table(name.as_str(), Arc::new(table.clone()))?;
         }
         Ok(())
     }
+}
+
+/// Creates the schema `name` in `ctx`'s default catalog unless it exists.
+pub fn ensure_schema(ctx: &SessionContext, name: &str) -> Result<()> {
+    let default = ctx.state().config_options().catalog.default_catalog.clone();
+    let Some(catalog) = ctx.catalog(&default) else {
+        return Err(datafusion::error::DataFusionError::Plan(format!(
+            "no catalog '{default}' to hold schema '{name}'"
+        ))
+        .into());
+    };
+    if catalog.schema(name).is_none() {
+        catalog.register_schema(name, Arc::new(MemorySchemaProvider::new()))?;
+    }
+    Ok(())
 }
 
 /// NULLs per top-level primitive column, summed over row groups; a column is left

@@ -14,7 +14,7 @@ pub mod schema;
 mod table;
 
 pub use adapter::CaseInsensitiveAdapterFactory;
-pub use catalog::Lake;
+pub use catalog::{Lake, SPACE_PREFIXES, ensure_schema, is_space};
 pub use error::{LakeError, Result, root_message};
 pub use location::{Location, StoreOptions};
 pub use table::{LakeFile, LakeTable};

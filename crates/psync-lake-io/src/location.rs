@@ -184,6 +184,21 @@ impl Location {
             .fold(self.prefix.clone(), |p, part| p.clone().join(*part))
     }
 
+    /// The location of the folder `parts` under this one (same store).
+    pub fn join(&self, parts: &[&str]) -> Location {
+        let prefix = self.child(parts);
+        Location {
+            display: self.url_of(&prefix),
+            store: self.store.clone(),
+            store_url: self.store_url.clone(),
+            local_dir: self
+                .local_dir
+                .as_ref()
+                .map(|d| parts.iter().fold(d.clone(), |d, p| d.join(p))),
+            prefix,
+        }
+    }
+
     /// A human-readable URL for a path in this store.
     pub fn url_of(&self, path: &Path) -> String {
         match self.local_dir {

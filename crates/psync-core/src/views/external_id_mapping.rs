@@ -1,7 +1,7 @@
 //! `external_id_mapping` (SPEC §3.2): every identifier and the person it belongs to now.
 //!
 //! ```text
-//! external_id_mapping_updates ─► latest update per (type, value)
+//! external_id_mapping_updates ─► latest update per (type, value)     [compact: an incremental run's state]
 //!   ─► its segment_id ⋈ id_graph ─► canonical_segment_id (or the segment_id itself)
 //!   hash: as landed, else sha1_hex(type || value)
 //! ```
@@ -22,6 +22,14 @@ pub const NAME: &str = "external_id_mapping";
 /// Plans the view: `canonical_segment_id`, `external_id_type`,
 /// `external_id_value`, `external_id_hash`, `timestamp`.
 pub fn plan(inputs: &Inputs<'_>, id_graph: &IdGraph, warnings: &mut Warnings) -> Result<DataFrame> {
+    finish(compact(inputs, warnings)?, id_graph)
+}
+
+/// The latest update of every identifier, as `external_id_mapping_updates` rows
+/// (`segment_id`, `external_id_type`, `external_id_value`, `external_id_hash` as
+/// landed, `seq`, `timestamp`, `uuid_ts`): all the view depends on besides the
+/// id graph, so an incremental run saves it as its state.
+pub fn compact(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<DataFrame> {
     let mut needed = vec![
         id("segment_id"),
         id("external_id_type"),
@@ -45,29 +53,46 @@ pub fn plan(inputs: &Inputs<'_>, id_graph: &IdGraph, warnings: &mut Warnings) ->
         col("segment_id"),
         lit("hash"),
         col("external_id_hash"),
+        lit("seq"),
+        col("seq"),
         lit("timestamp"),
         col("timestamp"),
+        lit("uuid_ts"),
+        col("uuid_ts"),
     ])];
     latest_args.extend(order_key());
-    let per_id = updates
+    updates
         .aggregate(
             vec![col("external_id_type"), col("external_id_value")],
             vec![psync_functions::latest().call(latest_args).alias("l")],
         )?
         .select(vec![
+            get_field(col("l"), "segment_id").alias("segment_id"),
             col("external_id_type"),
             col("external_id_value"),
-            get_field(col("l"), "segment_id").alias("sid"),
-            coalesce(vec![
-                get_field(col("l"), "hash"),
-                sha1_hex().call(vec![concat(vec![
-                    col("external_id_type"),
-                    col("external_id_value"),
-                ])]),
-            ])
-            .alias("external_id_hash"),
+            get_field(col("l"), "hash").alias("external_id_hash"),
+            get_field(col("l"), "seq").alias("seq"),
             get_field(col("l"), "timestamp").alias("timestamp"),
-        ])?;
+            get_field(col("l"), "uuid_ts").alias("uuid_ts"),
+        ])
+}
+
+/// The view from the latest update of every identifier ([`compact`]'s rows).
+pub fn finish(latest: DataFrame, id_graph: &IdGraph) -> Result<DataFrame> {
+    let per_id = latest.select(vec![
+        col("external_id_type"),
+        col("external_id_value"),
+        col("segment_id").alias("sid"),
+        coalesce(vec![
+            col("external_id_hash"),
+            sha1_hex().call(vec![concat(vec![
+                col("external_id_type"),
+                col("external_id_value"),
+            ])]),
+        ])
+        .alias("external_id_hash"),
+        col("timestamp"),
+    ])?;
     let graph = id_graph.df.clone().select(vec![
         col("segment_id").alias("g_sid"),
         col("canonical_segment_id").alias("g_canonical"),

@@ -33,6 +33,10 @@ pub const NAME: &str = "id_graph";
 pub struct IdGraph {
     /// The view's rows.
     pub df: DataFrame,
+    /// The latest update of every segment_id, as `id_graph_updates` rows
+    /// (`segment_id`, `canonical_segment_id`, `seq`, `timestamp`, `uuid_ts`):
+    /// all the view depends on, so an incremental run saves it as its state.
+    pub latest: DataFrame,
     /// Cycles found and broken.
     pub cycles_broken: u64,
     /// Pointer-jumping rounds run (a measure of chain length).
@@ -50,6 +54,7 @@ impl IdGraph {
         ]);
         let df = ctx.read_table(Arc::new(EmptyTable::new(Arc::new(schema))))?;
         Ok(IdGraph {
+            latest: df.clone(),
             df,
             cycles_broken: 0,
             rounds: 0,
@@ -137,6 +142,13 @@ pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGra
             .union(breakers.select(vec![col("node"), col("node").alias("ptr")])?)?;
     }
 
+    let latest = nodes.clone().select(vec![
+        col("segment_id"),
+        col("target").alias("canonical_segment_id"),
+        col("seq"),
+        col("timestamp"),
+        col("uuid_ts"),
+    ])?;
     let df = nodes
         .join(
             ends.select(vec![col("node"), col("ptr").alias("end")])?,
@@ -155,6 +167,7 @@ pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGra
         .await?;
     Ok(IdGraph {
         df,
+        latest,
         cycles_broken,
         rounds,
     })

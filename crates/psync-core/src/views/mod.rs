@@ -5,16 +5,23 @@
 //! | `id_graph` | [`id_graph`] | segment_id |
 //! | `external_id_mapping` | [`external_id_mapping`] | external_id_type, external_id_value |
 //! | `profile_traits` | [`profile_traits`] | canonical_segment_id |
+//! | `users`, `audience_membership`, `computed_traits` (per Personas space) | [`personas`] | user_id (, audience_key) |
+//! | `<table>_resolved` (per event table) | [`resolved`] | (sorted by canonical_segment_id) |
 //!
-//! Each is a DataFusion plan over [`Inputs`]; [`plan`] builds the ones asked for
-//! (the id graph is resolved first: the other two join it).
+//! Each is a DataFusion plan over [`Inputs`]; [`plan`] builds the core three
+//! (the id graph is resolved first: the other two join it). The Personas and
+//! `_resolved` views are planned per space / per table by [`crate::extras`].
 
 pub mod external_id_mapping;
 pub mod id_graph;
+pub mod personas;
 pub mod profile_traits;
+pub mod resolved;
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use datafusion::error::Result;
 use datafusion::prelude::{DataFrame, col};
@@ -31,11 +38,65 @@ pub enum View {
     ExternalIdMapping,
     /// SPEC §3.3.
     ProfileTraits,
+    /// SPEC §3.4: per Personas space, one row per user_id with its traits.
+    Users,
+    /// Per Personas space, one row per (user_id, audience_key).
+    AudienceMembership,
+    /// Per Personas space, one row per user_id, one column per trait_key.
+    ComputedTraits,
+    /// Every event of a landed event table with the canonical_segment_id of its
+    /// segment_id now. Holds the view's name, `<table>_resolved` (interned: see
+    /// [`View::resolved`]).
+    Resolved(&'static str),
 }
 
+/// Suffix of the `_resolved` views' names.
+pub const RESOLVED_SUFFIX: &str = "_resolved";
+
 impl View {
-    /// Every view, in publishing order.
+    /// The three core views (SPEC §3.1-3.3), in publishing order.
     pub const ALL: [View; 3] = [View::IdGraph, View::ExternalIdMapping, View::ProfileTraits];
+
+    /// What a run publishes unless told otherwise: the core views and the
+    /// Personas views of every space (the `_resolved` views are opt-in: they
+    /// copy whole event tables).
+    pub const DEFAULT: [View; 6] = [
+        View::IdGraph,
+        View::ExternalIdMapping,
+        View::ProfileTraits,
+        View::Users,
+        View::AudienceMembership,
+        View::ComputedTraits,
+    ];
+
+    /// The `_resolved` view of event table `table`.
+    pub fn resolved(table: &str) -> View {
+        View::Resolved(intern(&format!("{}{RESOLVED_SUFFIX}", table.to_lowercase())))
+    }
+
+    /// Whether [`plan`] plans this view (one of the three core views).
+    pub fn is_core(self) -> bool {
+        matches!(
+            self,
+            View::IdGraph | View::ExternalIdMapping | View::ProfileTraits
+        )
+    }
+
+    /// Whether this view is published once per Personas space.
+    pub fn is_personas(self) -> bool {
+        matches!(
+            self,
+            View::Users | View::AudienceMembership | View::ComputedTraits
+        )
+    }
+
+    /// The event table of a `_resolved` view.
+    pub fn resolved_table(self) -> Option<&'static str> {
+        match self {
+            View::Resolved(name) => name.strip_suffix(RESOLVED_SUFFIX),
+            _ => None,
+        }
+    }
 
     /// The view's name, which is also its folder under the destination.
     pub fn name(self) -> &'static str {
@@ -43,6 +104,10 @@ impl View {
             View::IdGraph => id_graph::NAME,
             View::ExternalIdMapping => external_id_mapping::NAME,
             View::ProfileTraits => profile_traits::NAME,
+            View::Users => personas::USERS,
+            View::AudienceMembership => personas::AUDIENCE_MEMBERSHIP,
+            View::ComputedTraits => personas::COMPUTED_TRAITS,
+            View::Resolved(name) => name,
         }
     }
 
@@ -52,8 +117,28 @@ impl View {
             View::IdGraph => &["segment_id"],
             View::ExternalIdMapping => &["external_id_type", "external_id_value"],
             View::ProfileTraits => &["canonical_segment_id"],
+            View::Users | View::ComputedTraits => &["user_id"],
+            View::AudienceMembership => &["user_id", "audience_key"],
+            // Not unique: the order readers find a person's events by.
+            View::Resolved(_) => &["canonical_segment_id"],
         }
     }
+}
+
+/// `name` as a `&'static str`: a view is `Copy` and named by a static string,
+/// but `_resolved` views are named after landed tables. Each distinct name is
+/// leaked once (a few per process: the tables of one lake).
+fn intern(name: &str) -> &'static str {
+    static NAMES: LazyLock<Mutex<BTreeSet<&'static str>>> =
+        LazyLock::new(|| Mutex::new(BTreeSet::new()));
+    // A poisoned set is still a valid set of names.
+    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+    names.insert(leaked);
+    leaked
 }
 
 impl fmt::Display for View {
@@ -66,13 +151,20 @@ impl FromStr for View {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        View::ALL
-            .into_iter()
-            .find(|v| v.name() == s.trim())
-            .ok_or_else(|| {
-                let names: Vec<_> = View::ALL.iter().map(|v| v.name()).collect();
-                format!("unknown view '{s}' (expected one of: {})", names.join(", "))
-            })
+        let s = s.trim().to_lowercase();
+        if let Some(v) = View::DEFAULT.into_iter().find(|v| v.name() == s) {
+            return Ok(v);
+        }
+        match s.strip_suffix(RESOLVED_SUFFIX) {
+            Some(table) if !table.is_empty() => Ok(View::resolved(table)),
+            _ => {
+                let names: Vec<_> = View::DEFAULT.iter().map(|v| v.name()).collect();
+                Err(format!(
+                    "unknown view '{s}' (expected one of: {}, or <event table>{RESOLVED_SUFFIX})",
+                    names.join(", ")
+                ))
+            }
+        }
     }
 }
 
@@ -84,6 +176,8 @@ pub struct Planned {
     pub cycles_broken: u64,
     /// Pointer-jumping rounds the id graph took.
     pub id_graph_rounds: u32,
+    /// The resolved id graph (the `_resolved` views and the health report join it).
+    pub graph: IdGraph,
 }
 
 /// Plans `which` views. Resolving the id graph runs queries (pointer jumping);
@@ -91,20 +185,27 @@ pub struct Planned {
 pub async fn plan(inputs: &Inputs<'_>, which: &[View], warnings: &mut Warnings) -> Result<Planned> {
     let graph = id_graph::build(inputs, warnings).await?;
     let mut views = vec![];
-    for &view in which {
+    // The other views are planned per space / per table by `crate::extras`.
+    for &view in which.iter().filter(|v| v.is_core()) {
         let df = plan_view(inputs, view, &graph, warnings)?;
-        let sort = view
-            .key()
-            .iter()
-            .map(|k| col(*k).sort(true, true))
-            .collect();
-        views.push((view, df.sort(sort)?));
+        views.push((view, sorted(view, df)?));
     }
     Ok(Planned {
         views,
         cycles_broken: graph.cycles_broken,
         id_graph_rounds: graph.rounds,
+        graph,
     })
+}
+
+/// `df` sorted by `view`'s key, as every published file is.
+pub fn sorted(view: View, df: DataFrame) -> Result<DataFrame> {
+    let sort = view
+        .key()
+        .iter()
+        .map(|k| col(*k).sort(true, true))
+        .collect();
+    df.sort(sort)
 }
 
 /// Plans one view over an already resolved id graph (unsorted).
@@ -118,5 +219,10 @@ pub fn plan_view(
         View::IdGraph => Ok(graph.df.clone()),
         View::ExternalIdMapping => external_id_mapping::plan(inputs, graph, warnings),
         View::ProfileTraits => profile_traits::plan(inputs, graph, warnings),
+        View::Users | View::AudienceMembership | View::ComputedTraits | View::Resolved(_) => {
+            Err(datafusion::error::DataFusionError::Internal(format!(
+                "{view} is planned per space or per table, not by plan_view"
+            )))
+        }
     }
 }

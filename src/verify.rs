@@ -1,0 +1,95 @@
+//! `psync-lake verify`: recompute the views in full and compare them with the published ones.
+
+use anyhow::Context;
+use psync_core::verify::{VerifyOptions, ViewCheck, verify};
+use psync_core::{EngineOptions, View};
+
+use crate::size::parse_size;
+
+/// Options of `verify`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The lake root the views were computed from (folder, file:// URL or s3://bucket/prefix).
+    #[arg(long)]
+    source: String,
+    /// Where the views were published.
+    #[arg(long)]
+    dest: String,
+    /// Views to check, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<View>()))]
+    views: Vec<View>,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Memory the engine may use before spilling to disk, e.g. 2G [default: unbounded].
+    #[arg(long, value_parser = parse_size)]
+    memory_limit: Option<usize>,
+    /// Folder for spill files [default: the system temp folder].
+    #[arg(long)]
+    spill_dir: Option<std::path::PathBuf>,
+    /// Print the comparison as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    store: crate::store::StoreArgs,
+}
+
+/// Runs `verify`; `Ok(false)` when some view differs.
+pub fn run(a: Args) -> anyhow::Result<bool> {
+    let engine = EngineOptions {
+        threads: a.threads,
+        memory_limit: a.memory_limit,
+        batch_size: None,
+        spill_dir: a.spill_dir.clone(),
+        store: a.store.options(),
+    };
+    let opts = VerifyOptions {
+        source: a.source.clone(),
+        dest: a.dest.clone(),
+        views: if a.views.is_empty() {
+            View::ALL.to_vec()
+        } else {
+            a.views.clone()
+        },
+        engine: engine.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(engine.threads())
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let checks = runtime
+        .block_on(verify(&opts))
+        .with_context(|| format!("verify {} against {}", a.source, a.dest))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        print_checks(&checks);
+    }
+    Ok(checks.iter().all(ViewCheck::ok))
+}
+
+fn print_checks(checks: &[ViewCheck]) {
+    println!(
+        "{:<22} {:>12} {:>12} {:>9} {:>9} {:>9}  result",
+        "view", "expected", "published", "missing", "extra", "different"
+    );
+    for c in checks {
+        println!(
+            "{:<22} {:>12} {:>12} {:>9} {:>9} {:>9}  {}",
+            c.view,
+            c.expected_rows,
+            c.published_rows,
+            c.missing,
+            c.extra,
+            c.different,
+            if c.ok() { "ok" } else { "DIFFERS" }
+        );
+        if let Some(p) = &c.problem {
+            println!("  {p}");
+        }
+        for e in &c.examples {
+            println!("  {e}");
+        }
+    }
+}
