@@ -2,23 +2,28 @@
 //!
 //! ```text
 //! <dest>/_psync/state/
-//!   manifest.json                                  every landed file processed: path, size, ETag, mtime
-//!   id_graph_updates/state.parquet                 latest update per segment_id        (id_graph_updates rows)
-//!   external_id_mapping_updates/state.parquet      latest update per identifier        (external_id_mapping_updates rows)
-//!   profile_traits_state/state.parquet             per segment_id: last_seen_state of every trait, flattened
+//!   manifest.json                          every landed file processed: path, size, ETag, mtime
+//!   id_graph_updates/<run>.parquet         segments: latest update per segment_id   (id_graph_updates rows)
+//!   external_id_mapping_updates/<run>.parquet        latest update per identifier   (external_id_mapping_updates rows)
+//!   profile_traits_updates/<run>.parquet             per segment_id, the rows holding each trait's winner
 //! ```
 //!
-//! Each state holds, per key, exactly what the views depend on, in a form the view
-//! code reads again: the first two are landed rows (a run unions them with the new
-//! files and runs the view code unchanged), the third is the trait pivot's
-//! aggregate state (merged with `last_seen_merge`, which is associative). So an
-//! incremental run equals a full run on the same landed files, merges, late rows
-//! and ties included.
+//! Each segment is a compacted history of some landed files: landed-shape rows
+//! holding, per key, what the views depend on (the latest update of a segment_id
+//! or identifier; for traits, one row per distinct winning order key, carrying the
+//! traits that won with it, found with `last_seen_state`). Winners of a union are
+//! the winners of the winners, so the segments together stand for every file
+//! processed so far, and a row that a newer segment supersedes changes nothing.
+//! A run reads the segments plus the new files, runs the unchanged view code over
+//! them (so an incremental run equals a full run on the same landed files, merges,
+//! late rows and ties included), and adds one segment: its new files compacted.
+//! Every [`MAX_SEGMENTS`] runs it writes one segment of everything instead, which
+//! replaces the others.
 //!
-//! Re-applying new files to a state that already holds them changes nothing (every
-//! state is a "latest per key"), so the commit order is simple: views, then state
-//! files, then the manifest. A run killed in between leaves a state at least as new
-//! as the manifest, and the next run re-reads the files the manifest lacks.
+//! Re-reading files a segment already holds changes nothing, so the commit order is
+//! simple: views, then segments, then the manifest. A run killed in between leaves
+//! segments at least as new as the manifest, and the next run re-reads the files
+//! the manifest lacks.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,8 +36,14 @@ use crate::publish::publish_err;
 
 /// The manifest's name under `<dest>/_psync/state/`.
 pub const MANIFEST: &str = "manifest.json";
-/// The state table holding per-segment_id trait states.
-pub const TRAIT_STATE: &str = "profile_traits_state";
+/// The tables an incremental run saves, compacted, under `<dest>/_psync/state/`.
+pub const STATE_TABLES: [&str; 3] = [
+    crate::inputs::ID_GRAPH_UPDATES,
+    crate::inputs::EXTERNAL_ID_MAPPING_UPDATES,
+    crate::inputs::PROFILE_TRAITS_UPDATES,
+];
+/// Segments per state table before a run consolidates them into one.
+pub const MAX_SEGMENTS: usize = 8;
 /// The manifest format this version writes and reads.
 const FORMAT: u32 = 1;
 

@@ -18,7 +18,7 @@ use psync_lake_io::{Lake, LakeTable, Location, root_message};
 use serde::Serialize;
 
 use crate::error::{CoreError, Result};
-use crate::incremental::{Delta, MANIFEST, Manifest, TRAIT_STATE};
+use crate::incremental::{Delta, MANIFEST, MAX_SEGMENTS, Manifest, STATE_TABLES};
 use crate::inputs::{EXTERNAL_ID_MAPPING_UPDATES, ID_GRAPH_UPDATES, Inputs, Warnings};
 use crate::publish::{Publisher, Staged};
 use crate::session::{EngineOptions, locate, new_context};
@@ -219,7 +219,11 @@ pub async fn materialize_at(
                     delta.changed.len(),
                     manifest.run_id,
                     list.join(", "),
-                    if more > 0 { format!(" and {more} more") } else { String::new() }
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
                 );
                 return match on_change {
                     OnChange::Fail => Err(CoreError::Config(format!(
@@ -232,7 +236,14 @@ pub async fn materialize_at(
                 };
             }
             if delta.is_empty() {
-                return Ok(run.report("nothing-new", None, vec![], 0, 0, &lake.with_files(|_, _| vec![])));
+                return Ok(run.report(
+                    "nothing-new",
+                    None,
+                    vec![],
+                    0,
+                    0,
+                    &lake.with_files(|_, _| vec![]),
+                ));
             }
             let new = delta.restrict(&lake);
             run.stateful(&new, Some(&manifest)).await
@@ -254,10 +265,20 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Starts a stage: tells the display, and logs when (`--log info` shows where time goes).
+    fn enter(&self, stage: &str) {
+        tracing::info!(
+            stage,
+            at = format!("{:.2}s", self.started.elapsed().as_secs_f64()),
+            "stage"
+        );
+        self.progress.stage(stage);
+    }
+
     /// A full (or as-of) run: no state read or written.
     async fn full(mut self, as_of: Option<i64>) -> Result<RunReport> {
         let inputs = Inputs::new(self.ctx, self.lake).as_of(as_of);
-        self.progress.stage("id_graph");
+        self.enter("id_graph");
         let planned = match views::plan(&inputs, &self.opts.views, &mut self.warnings).await {
             Ok(p) => p,
             Err(e) => return Err(blame(self.ctx, self.lake, e).await),
@@ -265,8 +286,10 @@ impl Run<'_> {
         self.publisher.lock(self.opts.stale_lock_after).await?;
         let result = async {
             let staged_views = self.stage_views(planned.views).await?;
-            let staged_views = self.with_extras(staged_views, &planned.graph, as_of).await?;
-            self.progress.stage("publishing");
+            let staged_views = self
+                .with_extras(staged_views, &planned.graph, as_of)
+                .await?;
+            self.enter("publishing");
             self.publisher.commit(&staged_views.0).await?;
             let mode = if as_of.is_some() { "as-of" } else { "full" };
             let report = self.report(
@@ -288,11 +311,7 @@ impl Run<'_> {
 
     /// A run that reads `input` (the new files; every file when `previous` is
     /// `None`) plus the state `previous` describes, and saves the new state.
-    async fn stateful(
-        mut self,
-        input: &Lake,
-        previous: Option<&Manifest>,
-    ) -> Result<RunReport> {
+    async fn stateful(mut self, input: &Lake, previous: Option<&Manifest>) -> Result<RunReport> {
         let state_dir = self.publisher.dest().join(&["_psync", "state"]);
         let saved = match previous {
             Some(_) => Some(Lake::open(&self.ctx.state(), state_dir).await?),
@@ -304,46 +323,57 @@ impl Run<'_> {
                 None => Ok(None),
             }
         };
+        // Everything processed so far (the saved segments) plus the new files.
         let mut inputs = Inputs::new(self.ctx, input);
-        for table in [ID_GRAPH_UPDATES, EXTERNAL_ID_MAPPING_UPDATES] {
+        let mut segments = 0;
+        for table in STATE_TABLES {
             if let Some(rows) = saved_table(table)? {
                 inputs = inputs.with_overlay(table, rows);
             }
+            let count = saved
+                .as_ref()
+                .and_then(|s| s.table(table))
+                .map_or(0, |t| t.files().len());
+            segments = segments.max(count);
         }
-        let previous_traits = saved_table(TRAIT_STATE)?;
+        // A run writes a segment holding its new files compacted; once there are many,
+        // it writes one segment of everything instead, which replaces them.
+        let consolidate = saved.is_none() || segments >= MAX_SEGMENTS;
+        let only_new = Inputs::new(self.ctx, input);
+        let segment_of = if consolidate { &inputs } else { &only_new };
 
-        self.progress.stage("id_graph");
+        self.enter("id_graph");
         let graph = match id_graph::build(&inputs, &mut self.warnings).await {
             Ok(g) => g,
             Err(e) => return Err(blame(self.ctx, input, e).await),
         };
         self.publisher.lock(self.opts.stale_lock_after).await?;
         let result = async {
-            self.progress.stage("state");
+            self.enter("state");
             let mut state = vec![];
-            let ext_latest = external_id_mapping::compact(&inputs, &mut self.warnings)?;
-            let trait_states =
-                profile_traits::states(&inputs, previous_traits, &mut self.warnings)?;
-            for (table, df) in [
-                (ID_GRAPH_UPDATES, graph.latest.clone()),
-                (EXTERNAL_ID_MAPPING_UPDATES, ext_latest),
-                (TRAIT_STATE, trait_states),
-            ] {
-                state.push(self.stage(self.publisher.stage_state(table, df), input).await?);
+            for table in STATE_TABLES {
+                let has_new = input.table(table).is_some_and(|t| !t.files().is_empty());
+                if !consolidate && !has_new {
+                    continue;
+                }
+                let df = match table {
+                    ID_GRAPH_UPDATES if consolidate => graph.latest.clone(),
+                    ID_GRAPH_UPDATES => id_graph::latest(segment_of, &mut self.warnings)?,
+                    EXTERNAL_ID_MAPPING_UPDATES => {
+                        external_id_mapping::compact(segment_of, &mut self.warnings)?
+                    }
+                    _ => profile_traits::compact(segment_of, &mut self.warnings)?,
+                };
+                let write = self.publisher.stage_state(table, df, consolidate);
+                state.push(self.stage(write, input).await?);
             }
-            let staged = |i: usize| {
-                self.ctx
-                    .read_parquet(self.publisher.staging_url(&state[i].name), Default::default())
-            };
+            let from_state = &inputs;
             let mut planned = vec![];
             for &view in &self.opts.views {
                 let df = match view {
                     View::IdGraph => graph.df.clone(),
-                    View::ExternalIdMapping => {
-                        external_id_mapping::finish(staged(1).await?, &graph)?
-                    }
-                    View::ProfileTraits => {
-                        profile_traits::plan_from_states(&inputs, staged(2).await?, &graph)?
+                    View::ExternalIdMapping | View::ProfileTraits => {
+                        views::plan_view(from_state, view, &graph, &mut self.warnings)?
                     }
                     // Staged by `with_extras`.
                     View::Users
@@ -354,9 +384,10 @@ impl Run<'_> {
                 planned.push((view, views::sorted(view, df)?));
             }
             let (staged_views, reports) = self.stage_views_from(planned, input).await?;
-            let (staged_views, reports) =
-                self.with_extras((staged_views, reports), &graph, None).await?;
-            self.progress.stage("publishing");
+            let (staged_views, reports) = self
+                .with_extras((staged_views, reports), &graph, None)
+                .await?;
+            self.enter("publishing");
             // Views first, then the state, then the manifest: see `incremental`.
             self.publisher.commit(&staged_views).await?;
             self.publisher.commit(&state).await?;
@@ -364,8 +395,19 @@ impl Run<'_> {
             let body = serde_json::to_vec_pretty(&manifest)
                 .map_err(|e| CoreError::Config(e.to_string()))?;
             self.publisher.put_meta(&["state", MANIFEST], body).await?;
-            let mode = if previous.is_some() { "incremental" } else { "full" };
-            let report = self.report(mode, None, reports, graph.cycles_broken, graph.rounds, input);
+            let mode = if previous.is_some() {
+                "incremental"
+            } else {
+                "full"
+            };
+            let report = self.report(
+                mode,
+                None,
+                reports,
+                graph.cycles_broken,
+                graph.rounds,
+                input,
+            );
             self.record(&report).await?;
             Ok(report)
         }
@@ -404,7 +446,7 @@ impl Run<'_> {
         let mut staged = vec![];
         let mut reports = vec![];
         for (view, df) in planned {
-            self.progress.stage(view.name());
+            self.enter(view.name());
             let t = Instant::now();
             let s = self
                 .stage(self.publisher.stage(view.name(), df), input)
@@ -437,9 +479,8 @@ impl Run<'_> {
         RunReport {
             run_id: self.publisher.run_id().to_string(),
             mode: mode.into(),
-            as_of: as_of.and_then(|t| {
-                chrono::DateTime::from_timestamp_micros(t).map(|d| d.to_rfc3339())
-            }),
+            as_of: as_of
+                .and_then(|t| chrono::DateTime::from_timestamp_micros(t).map(|d| d.to_rfc3339())),
             source: self.opts.source.clone(),
             dest: self.opts.dest.clone(),
             started_at: self.started_at.clone(),

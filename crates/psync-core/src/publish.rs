@@ -50,8 +50,11 @@ pub struct Staged {
     pub name: String,
     /// Where it was written.
     pub staging: Path,
-    /// Where it goes when committed (the only file of its folder).
+    /// Where it goes when committed.
     pub target: Path,
+    /// Whether committing it removes every other file of its folder (a view is the
+    /// only file of its folder; a state segment joins the others).
+    pub replaces: bool,
     /// Rows written.
     pub rows: u64,
 }
@@ -156,10 +159,18 @@ impl Publisher {
     }
 
     /// Runs `df` and writes it to a staging file that [`Self::commit`] moves to
-    /// `<dest>/_psync/state/<table>/state.parquet`.
-    pub async fn stage_state(&self, table: &str, df: DataFrame) -> Result<Staged> {
-        let target = self.state_dir().join(table).join("state.parquet");
-        self.stage_to(&format!("state.{table}"), target, df).await
+    /// `<dest>/_psync/state/<table>/<run>.parquet`, a state segment; with
+    /// `replaces`, the commit removes the table's other segments.
+    pub async fn stage_state(&self, table: &str, df: DataFrame, replaces: bool) -> Result<Staged> {
+        let target = self
+            .state_dir()
+            .join(table)
+            .join(format!("{}.parquet", self.run_id));
+        let mut staged = self
+            .stage_to(&format!("state/{table}/{}", self.run_id), target, df)
+            .await?;
+        staged.replaces = replaces;
+        Ok(staged)
     }
 
     /// Runs `df` and writes it to a staging file named `name` that
@@ -176,11 +187,16 @@ impl Publisher {
     }
 
     async fn stage_to(&self, name: &str, target: Path, df: DataFrame) -> Result<Staged> {
-        let staging = self.staging_dir().join(format!("{name}.parquet"));
+        let file = format!("{name}.parquet");
+        let staging = file
+            .split('/')
+            .fold(self.staging_dir(), |p, part| p.join(part));
         let url = self.dest.url_of(&staging);
         if let Some(dir) = &self.dest.local_dir {
             // DataFusion's writer does not create parent folders of a single file.
-            let local = dir.join("_psync").join("tmp").join(&self.run_id);
+            let mut local = dir.join("_psync").join("tmp").join(&self.run_id);
+            local.extend(name.split('/'));
+            local.pop();
             std::fs::create_dir_all(&local).map_err(|e| CoreError::Publish {
                 url: local.display().to_string(),
                 message: e.to_string(),
@@ -206,6 +222,7 @@ impl Publisher {
             staging,
             target,
             rows,
+            replaces: true,
         })
     }
 
@@ -219,6 +236,9 @@ impl Publisher {
                 .rename(&s.staging, &target)
                 .await
                 .map_err(|e| publish_err(&self.dest.url_of(&target), e))?;
+            if !s.replaces {
+                continue;
+            }
             let mut folder_parts: Vec<_> = target.parts().collect();
             folder_parts.pop();
             let folder: Path = folder_parts.into_iter().collect();
@@ -229,7 +249,7 @@ impl Publisher {
                 .await
                 .map_err(|e| publish_err(&self.dest.url_of(&folder), e))?;
             for other in others {
-                tracing::warn!(file = %other.location, "removing a file that is not part of the view");
+                tracing::debug!(file = %other.location, "removing a file the new one replaces");
                 store
                     .delete(&other.location)
                     .await
@@ -255,7 +275,7 @@ impl Publisher {
             let _ = self.dest.store.delete(&f.location).await;
         }
         if let Some(local) = &self.dest.local_dir {
-            let _ = std::fs::remove_dir(local.join("_psync").join("tmp").join(&self.run_id));
+            let _ = std::fs::remove_dir_all(local.join("_psync").join("tmp").join(&self.run_id));
         }
     }
 

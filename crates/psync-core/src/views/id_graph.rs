@@ -62,8 +62,25 @@ impl IdGraph {
     }
 }
 
-/// Plans and runs the id graph resolution.
-pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGraph> {
+/// The latest update of every segment_id, as `id_graph_updates` rows
+/// (`segment_id`, `canonical_segment_id`, `seq`, `timestamp`, `uuid_ts`).
+pub fn latest(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<DataFrame> {
+    as_updates(nodes(inputs, warnings)?)
+}
+
+/// Nodes as `id_graph_updates` rows.
+fn as_updates(nodes: DataFrame) -> Result<DataFrame> {
+    nodes.select(vec![
+        col("segment_id"),
+        col("target").alias("canonical_segment_id"),
+        col("seq"),
+        col("timestamp"),
+        col("uuid_ts"),
+    ])
+}
+
+/// `segment_id`, `target`, `timestamp`, `seq`, `uuid_ts` of every segment_id's latest update.
+fn nodes(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<DataFrame> {
     let mut needed = vec![id("segment_id"), id("canonical_segment_id")];
     needed.extend(ORDER_NEEDED);
     inputs.warn_nulls(ID_GRAPH_UPDATES, "segment_id", warnings);
@@ -85,7 +102,7 @@ pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGra
         col("uuid_ts"),
     ])];
     latest_args.extend(order_key());
-    let nodes = updates
+    updates
         .aggregate(
             vec![col("segment_id")],
             vec![psync_functions::latest().call(latest_args).alias("l")],
@@ -96,10 +113,12 @@ pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGra
             get_field(col("l"), "timestamp").alias("timestamp"),
             get_field(col("l"), "seq").alias("seq"),
             get_field(col("l"), "uuid_ts").alias("uuid_ts"),
-        ])?
-        .cache()
-        .await?;
+        ])
+}
 
+/// Plans and runs the id graph resolution.
+pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGraph> {
+    let nodes = nodes(inputs, warnings)?.cache().await?;
     let edges = nodes
         .clone()
         .filter(col("target").not_eq(col("segment_id")))?
@@ -142,13 +161,7 @@ pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGra
             .union(breakers.select(vec![col("node"), col("node").alias("ptr")])?)?;
     }
 
-    let latest = nodes.clone().select(vec![
-        col("segment_id"),
-        col("target").alias("canonical_segment_id"),
-        col("seq"),
-        col("timestamp"),
-        col("uuid_ts"),
-    ])?;
+    let latest = as_updates(nodes.clone())?;
     let df = nodes
         .join(
             ends.select(vec![col("node"), col("ptr").alias("end")])?,

@@ -9,10 +9,11 @@
 //!   merged-away profile: NULL traits, merged_to = its canonical
 //! ```
 
-use datafusion::arrow::datatypes::{DataType, Field, Fields};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::error::Result;
-use datafusion::logical_expr::{JoinType, cast, when};
+use datafusion::functions_nested::expr_fn::{array_distinct, cardinality, make_array};
+use datafusion::logical_expr::{JoinType, Operator, binary_expr, cast, when};
 use datafusion::prelude::{DataFrame, Expr, coalesce, col, get_field, ident, lit, named_struct};
 
 use crate::inputs::{Inputs, ORDER_NEEDED, PROFILE_TRAITS_UPDATES, Warnings, id, order_key};
@@ -124,113 +125,96 @@ pub fn plan(inputs: &Inputs<'_>, id_graph: &IdGraph, warnings: &mut Warnings) ->
     assemble(id_graph, owned, &traits)
 }
 
-/// The per-segment_id state of every trait (an incremental run's saved state):
-/// `segment_id`, then the fields of `last_seen_state` flattened (each trait's
-/// value, then `_k0_<trait>`, `_k1_<trait>`, `_k2_<trait>`: the order key it came
-/// with). `previous` is the state saved by the last run, merged in.
-pub fn states(
-    inputs: &Inputs<'_>,
-    previous: Option<DataFrame>,
-    warnings: &mut Warnings,
-) -> Result<DataFrame> {
+/// The trait rows an incremental run saves: per segment_id, one
+/// `profile_traits_updates` row (`segment_id`, `seq`, `timestamp`, `uuid_ts`,
+/// every trait) for each distinct order key among its traits' winners, carrying
+/// the traits that won with that key. For every trait and profile the winner over
+/// these rows is the winner over the whole history, so [`plan`] over them (plus
+/// any newer rows) is [`plan`] over everything.
+///
+/// ```text
+/// per segment_id: last_seen_state(all traits) ─► each trait's value and winning key
+///   ─► unnest the distinct winning keys ─► one row per key, a trait set where it won with it
+/// ```
+pub fn compact(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<DataFrame> {
     let traits = traits_of(inputs);
     let updates = updates(inputs, &traits, warnings)?;
+    let null_key = |c: &str| {
+        Ok::<_, datafusion::error::DataFusionError>(
+            lit(ScalarValue::try_from(&order_type(c))?).alias(c),
+        )
+    };
     if traits.is_empty() {
-        let sids = updates.select(vec![col("segment_id")])?;
-        let all = match previous {
-            Some(p) => sids.union(p.select(vec![col("segment_id")])?)?,
-            None => sids,
-        };
-        return all.distinct();
+        // Only the profiles themselves.
+        return updates
+            .select(vec![col("segment_id")])?
+            .distinct()?
+            .select(vec![
+                col("segment_id"),
+                null_key("seq")?,
+                null_key("timestamp")?,
+                null_key("uuid_ts")?,
+            ]);
     }
     let mut args = vec![traits_struct(&traits)];
     args.extend(order_key());
-    let fresh = updates.aggregate(
-        vec![col("segment_id")],
-        vec![psync_functions::last_seen_state().call(args).alias("s")],
-    )?;
-    let merged = match previous {
-        None => fresh,
-        Some(p) => {
-            let s = state_struct(&p, &traits)?.alias("s");
-            fresh
-                .union(p.select(vec![col("segment_id"), s])?)?
-                .aggregate(
-                    vec![col("segment_id")],
-                    vec![
-                        psync_functions::last_seen_merge()
-                            .call(vec![col("s")])
-                            .alias("s"),
-                    ],
-                )?
-        }
+    let key_field = |t: &str, j: usize| get_field(col("s"), psync_functions::state_key_name(t, j));
+    let winning_key = |t: &str| {
+        named_struct(vec![
+            lit("seq"),
+            key_field(t, 0),
+            lit("timestamp"),
+            key_field(t, 1),
+            lit("uuid_ts"),
+            key_field(t, 2),
+        ])
     };
-    let mut flat = vec![col("segment_id")];
-    flat.extend(
-        state_fields(&traits)
-            .iter()
-            .map(|f| get_field(col("s"), f.name().as_str()).alias(f.name())),
-    );
-    merged.select(flat)
-}
-
-/// The view from per-segment_id states ([`states`]' rows) and the id graph.
-pub fn plan_from_states(
-    inputs: &Inputs<'_>,
-    states: DataFrame,
-    id_graph: &IdGraph,
-) -> Result<DataFrame> {
-    let traits = traits_of(inputs);
-    let aggregates = if traits.is_empty() {
-        vec![]
-    } else {
-        vec![
-            psync_functions::last_seen_merge()
-                .call(vec![col("s")])
-                .alias("t"),
-        ]
-    };
-    let owned = states
-        .clone()
-        .select(vec![col("segment_id"), state_struct(&states, &traits)?.alias("s")])?
-        .join(
-            graph(id_graph, "u")?,
-            JoinType::Left,
-            &["segment_id"],
-            &["u_sid"],
-            None,
+    let keys = array_distinct(make_array(
+        traits.iter().map(|(t, _)| winning_key(t)).collect(),
+    ));
+    let rows = updates
+        .aggregate(
+            vec![col("segment_id")],
+            vec![psync_functions::last_seen_state().call(args).alias("s")],
         )?
         .select(vec![
-            coalesce(vec![col("u_canonical"), col("segment_id")]).alias("owner"),
+            col("segment_id"),
             col("s"),
+            keys.clone().alias("k"),
+            cardinality(keys).alias("keys"),
         ])?
-        .aggregate(vec![col("owner")], aggregates)?;
-    assemble(id_graph, owned, &traits)
-}
-
-/// The state struct's fields for `traits` with three order-key columns.
-fn state_fields(traits: &[(String, DataType)]) -> Fields {
-    let values: Fields = traits
-        .iter()
-        .map(|(t, dt)| Field::new(t, dt.clone(), true))
-        .collect();
-    psync_functions::state_struct_fields(&values, ORDER_NEEDED.len())
-}
-
-/// The state struct of `traits` from flat state columns: a column the saved
-/// state lacks (a trait first landed since) is NULL, one of another type is cast.
-fn state_struct(flat: &DataFrame, traits: &[(String, DataType)]) -> Result<Expr> {
-    let have = flat.schema();
-    let mut args = vec![];
-    for f in state_fields(traits).iter() {
-        args.push(lit(f.name().as_str()));
-        args.push(if have.has_column_with_unqualified_name(f.name()) {
-            cast(ident(f.name()), f.data_type().clone())
-        } else {
-            lit(ScalarValue::try_from(f.data_type())?)
+        .unnest_columns(&["k"])?;
+    let mut out = vec![
+        col("segment_id"),
+        cast(get_field(col("k"), "seq"), order_type("seq")).alias("seq"),
+        cast(get_field(col("k"), "timestamp"), order_type("timestamp")).alias("timestamp"),
+        cast(get_field(col("k"), "uuid_ts"), order_type("uuid_ts")).alias("uuid_ts"),
+    ];
+    let same = |a: Expr, b: Expr| binary_expr(a, Operator::IsNotDistinctFrom, b);
+    let mut any_value: Option<Expr> = None;
+    for (t, _) in &traits {
+        let won_here = same(key_field(t, 0), get_field(col("k"), "seq"))
+            .and(same(key_field(t, 1), get_field(col("k"), "timestamp")))
+            .and(same(key_field(t, 2), get_field(col("k"), "uuid_ts")));
+        let value = get_field(col("s"), t.as_str());
+        out.push(when(won_here.clone(), value.clone()).end()?.alias(t));
+        let has = value.is_not_null().and(won_here);
+        any_value = Some(match any_value {
+            None => has,
+            Some(e) => e.or(has),
         });
     }
-    Ok(named_struct(args))
+    // A row whose traits are all NULL is needed only to keep a profile that has no value at all.
+    let keep = col("keys").eq(lit(1u64)).or(any_value.unwrap_or(lit(true)));
+    rows.filter(keep)?.select(out)
+}
+
+/// The type an order-key column is read as.
+fn order_type(column: &str) -> DataType {
+    match column {
+        "seq" => DataType::Int64,
+        _ => psync_lake_io::schema::time_type(),
+    }
 }
 
 /// Every profile with its traits (`owned`: `owner`, struct `t`) or `merged_to`.
@@ -251,7 +235,13 @@ fn assemble(
                 .select(vec![col("canonical_segment_id").alias("sid")])?,
         )?
         .distinct()?
-        .join(graph(id_graph, "p")?, JoinType::Left, &["sid"], &["p_sid"], None)?
+        .join(
+            graph(id_graph, "p")?,
+            JoinType::Left,
+            &["sid"],
+            &["p_sid"],
+            None,
+        )?
         .select(vec![
             col("sid"),
             when(col("p_canonical").not_eq(col("sid")), col("p_canonical"))
