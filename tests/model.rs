@@ -3,6 +3,9 @@
 //! with tiny batches and several partitions, against a plainly written model of
 //! SPEC §3 (latest by seq/timestamp/uuid_ts with NULL lowest, greatest value on a
 //! full tie; chains followed to the end; cycles broken at their oldest edge).
+//!
+//! The histories, the landing of one file at a time and the model are shared with
+//! `incremental.rs`, which lands a history batch by batch.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -17,37 +20,37 @@ use psync_core::{EngineOptions, View, materialize};
 
 use crate::util::{read_rows, write_parquet};
 
-type Key = (Option<i64>, Option<i64>, Option<i64>);
+pub(crate) type Key = (Option<i64>, Option<i64>, Option<i64>);
 
 #[derive(Debug, Clone)]
-struct IdRow {
-    sid: String,
-    canon: String,
-    key: Key,
+pub(crate) struct IdRow {
+    pub(crate) sid: String,
+    pub(crate) canon: String,
+    pub(crate) key: Key,
 }
 
 #[derive(Debug, Clone)]
-struct ExtRow {
-    sid: Option<String>,
-    kind: String,
-    value: String,
-    hash: Option<String>,
-    key: Key,
+pub(crate) struct ExtRow {
+    pub(crate) sid: Option<String>,
+    pub(crate) kind: String,
+    pub(crate) value: String,
+    pub(crate) hash: Option<String>,
+    pub(crate) key: Key,
 }
 
 #[derive(Debug, Clone)]
-struct TraitRow {
-    sid: Option<String>,
-    key: Key,
-    name: Option<String>,
-    score: Option<i64>,
+pub(crate) struct TraitRow {
+    pub(crate) sid: Option<String>,
+    pub(crate) key: Key,
+    pub(crate) name: Option<String>,
+    pub(crate) score: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
-struct History {
-    ids: Vec<IdRow>,
-    ext: Vec<ExtRow>,
-    traits: Vec<TraitRow>,
+pub(crate) struct History {
+    pub(crate) ids: Vec<IdRow>,
+    pub(crate) ext: Vec<ExtRow>,
+    pub(crate) traits: Vec<TraitRow>,
 }
 
 fn sid() -> impl Strategy<Value = String> {
@@ -60,7 +63,7 @@ fn key() -> impl Strategy<Value = Key> {
     (part(), part(), part())
 }
 
-fn history() -> impl Strategy<Value = History> {
+pub(crate) fn history() -> impl Strategy<Value = History> {
     let ids = prop::collection::vec(
         (sid(), sid(), key()).prop_map(|(sid, canon, key)| IdRow { sid, canon, key }),
         0..14,
@@ -102,11 +105,11 @@ fn history() -> impl Strategy<Value = History> {
 
 /// How a history lands: file count, row order, and per-file encodings.
 #[derive(Debug, Clone)]
-struct Landing {
-    files: usize,
-    seed: u64,
-    batch_size: usize,
-    threads: usize,
+pub(crate) struct Landing {
+    pub(crate) files: usize,
+    pub(crate) seed: u64,
+    pub(crate) batch_size: usize,
+    pub(crate) threads: usize,
 }
 
 fn landing() -> impl Strategy<Value = Landing> {
@@ -126,7 +129,7 @@ fn landing() -> impl Strategy<Value = Landing> {
 
 // ---- the model --------------------------------------------------------------
 
-fn micros(v: i64) -> i64 {
+pub(crate) fn micros(v: i64) -> i64 {
     1_700_000_000_000_000 + v * 1_000_000
 }
 
@@ -344,18 +347,64 @@ fn key_columns(keys: &[Key], f: usize, upper: bool) -> Vec<(String, ArrayRef)> {
     ]
 }
 
+/// Where each row of a history lands: per table, the row indexes of each file.
+/// File `f` of every table is written by [`land_file`], encoded as `f` says.
+pub(crate) struct Dealt {
+    pub(crate) ids: Vec<Vec<usize>>,
+    pub(crate) ext: Vec<Vec<usize>>,
+    pub(crate) traits: Vec<Vec<usize>>,
+}
+
+impl Dealt {
+    /// Deals the rows of each table of `h`, shuffled, into `files` files.
+    pub(crate) fn new(h: &History, files: usize, seed: u64) -> Dealt {
+        let mut rng = Lcg(seed);
+        let ids = deal(h.ids.len(), files, &mut rng);
+        let ext = deal(h.ext.len(), files, &mut rng);
+        let traits = deal(h.traits.len(), files, &mut rng);
+        Dealt { ids, ext, traits }
+    }
+
+    /// Shuffles the rows of each table of `h`, then deals them round the `files`
+    /// files, so that every file gets rows of every table that has enough.
+    pub(crate) fn round_robin(h: &History, files: usize, seed: u64) -> Dealt {
+        let mut rng = Lcg(seed);
+        let mut one = |n: usize| {
+            let mut out = vec![vec![]; files];
+            for (k, i) in deal(n, 1, &mut rng).remove(0).into_iter().enumerate() {
+                out[k % files].push(i);
+            }
+            out
+        };
+        let ids = one(h.ids.len());
+        let ext = one(h.ext.len());
+        let traits = one(h.traits.len());
+        Dealt { ids, ext, traits }
+    }
+}
+
 /// Lands `h` under `root`; returns the history as landed (trait values in files
 /// that lack a column read as NULL).
 fn land(root: &Path, h: &History, l: &Landing) -> History {
+    let dealt = Dealt::new(h, l.files, l.seed);
     let mut landed = h.clone();
-    let mut rng = Lcg(l.seed);
-    let upper_file = |f: usize| f == 1;
-    for (f, group) in deal(h.ids.len(), l.files, &mut rng).into_iter().enumerate() {
-        if group.is_empty() {
-            continue;
-        }
+    for f in 0..l.files {
+        land_file(root, h, &dealt, f, &mut landed);
+    }
+    landed
+}
+
+/// Writes file `f` of each table of `h` as `dealt` says (tables without rows in
+/// it get no file), and records in `landed` the values that land as NULL: file
+/// 1 has upper-case names, odd files a string seq, files 2, 5, .. nanosecond
+/// times; external_id_mapping file 2 has no hash column; when later files hold
+/// trait rows, trait file 0 has no `score` column (schema drift: the trait
+/// first appears in a later file).
+pub(crate) fn land_file(root: &Path, h: &History, dealt: &Dealt, f: usize, landed: &mut History) {
+    let group = &dealt.ids[f];
+    if !group.is_empty() {
         let rows: Vec<&IdRow> = group.iter().map(|i| &h.ids[*i]).collect();
-        let up = upper_file(f);
+        let up = f == 1;
         let n = |s: &str| if up { s.to_uppercase() } else { s.to_string() };
         let mut cols = vec![
             (
@@ -379,10 +428,8 @@ fn land(root: &Path, h: &History, l: &Landing) -> History {
             cols,
         );
     }
-    for (f, group) in deal(h.ext.len(), l.files, &mut rng).into_iter().enumerate() {
-        if group.is_empty() {
-            continue;
-        }
+    let group = &dealt.ext[f];
+    if !group.is_empty() {
         let rows: Vec<&ExtRow> = group.iter().map(|i| &h.ext[*i]).collect();
         let mut cols = vec![
             (
@@ -400,7 +447,7 @@ fn land(root: &Path, h: &History, l: &Landing) -> History {
         ];
         // Older exports have no hash column at all.
         if f == 2 {
-            for i in &group {
+            for i in group {
                 landed.ext[*i].hash = None;
             }
         } else {
@@ -419,12 +466,9 @@ fn land(root: &Path, h: &History, l: &Landing) -> History {
             cols,
         );
     }
-    let groups = deal(h.traits.len(), l.files, &mut rng);
-    let later_files = groups.iter().skip(1).any(|g| !g.is_empty());
-    for (f, group) in groups.into_iter().enumerate() {
-        if group.is_empty() {
-            continue;
-        }
+    let later_files = dealt.traits.iter().skip(1).any(|g| !g.is_empty());
+    let group = &dealt.traits[f];
+    if !group.is_empty() {
         let rows: Vec<&TraitRow> = group.iter().map(|i| &h.traits[*i]).collect();
         let mut cols = vec![(
             "segment_id".to_string(),
@@ -441,11 +485,10 @@ fn land(root: &Path, h: &History, l: &Landing) -> History {
         ));
         // Schema drift: the first file predates the `score` trait.
         if f == 0 && later_files {
-            for i in &group {
+            for i in group {
                 landed.traits[*i].score = None;
             }
-        }
-        if f != 0 || !later_files {
+        } else {
             cols.push((
                 "score".to_string(),
                 Arc::new(Int64Array::from(
@@ -464,7 +507,6 @@ fn land(root: &Path, h: &History, l: &Landing) -> History {
             cols,
         );
     }
-    landed
 }
 
 fn write(path: &Path, cols: Vec<(String, ArrayRef)>) {
@@ -474,31 +516,38 @@ fn write(path: &Path, cols: Vec<(String, ArrayRef)>) {
     );
 }
 
-fn check(h: &History, l: &Landing) -> Result<(), TestCaseError> {
-    let tmp = tempfile::tempdir().unwrap();
-    let lake = tmp.path().join("lake");
-    std::fs::create_dir_all(&lake).unwrap();
-    let h = &land(&lake, h, l);
-    let dest = tmp.path().join("views");
-    let opts = MaterializeOptions {
-        source: lake.display().to_string(),
+/// The options of a run of every core view from `source` to `dest`.
+pub(crate) fn options(
+    source: &Path,
+    dest: &Path,
+    mode: psync_core::RunMode,
+    l: &Landing,
+) -> MaterializeOptions {
+    MaterializeOptions {
+        source: source.display().to_string(),
         dest: dest.display().to_string(),
         views: View::ALL.to_vec(),
         stale_lock_after: std::time::Duration::from_secs(3600),
-        mode: psync_core::RunMode::Full,
+        mode,
         engine: EngineOptions {
             threads: Some(l.threads),
             batch_size: Some(l.batch_size),
             ..Default::default()
         },
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    }
+}
+
+/// A runtime for library runs.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(materialize(&opts, &NoProgress))
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        .unwrap()
+}
+
+/// Fails unless the views under `dest` are the model's views of `h` (as landed).
+pub(crate) fn assert_model(dest: &Path, h: &History) -> Result<(), TestCaseError> {
     let m = model(h);
     prop_assert_eq!(read_rows(&dest.join("id_graph")), m.id_graph, "id_graph");
     prop_assert_eq!(
@@ -519,6 +568,19 @@ fn check(h: &History, l: &Landing) -> Result<(), TestCaseError> {
         "profile_traits"
     );
     Ok(())
+}
+
+fn check(h: &History, l: &Landing) -> Result<(), TestCaseError> {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    std::fs::create_dir_all(&lake).unwrap();
+    let h = &land(&lake, h, l);
+    let dest = tmp.path().join("views");
+    let opts = options(&lake, &dest, psync_core::RunMode::Full, l);
+    runtime()
+        .block_on(materialize(&opts, &NoProgress))
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    assert_model(&dest, h)
 }
 
 proptest! {

@@ -5,6 +5,7 @@ mod util;
 mod bad_input;
 mod case_study;
 mod faults;
+mod incremental;
 mod model;
 mod query;
 mod s3;

@@ -6,6 +6,7 @@ run succeeds and equals a full run."""
 import os
 import pathlib
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -124,3 +125,68 @@ def test_sigkill_s3(lakes):
         for v in VIEWS:
             assert rows_s3(fs, f"{prefix}/{v}") == expected[target][v]
         current = target
+
+
+# Per landed batch, when in the run (as a share of an uninterrupted run's time) to kill it:
+# most of a run is computing, the commits (views, then state, then manifest) come last.
+KILL_SHARES = [(0.05, 0.6), (0.6, 0.9), (0.85, 1.0), (0.95, 1.1)]
+
+
+def test_sigkill_incremental(tmp_path):
+    """Batches land one after another; each incremental run is SIGKILLed at random
+    moments several times (each kill leaves every view whole, the previous batch's or
+    the new one's), then run to the end: the views equal a full run's and verify
+    finds nothing."""
+    generated = tmp_path / "generated"
+    run(["generate", "--dest", str(generated), "--profiles", "4000", "--traits", "12", "--seed", "9",
+         "--rows-per-file", "1000"])
+    files = sorted(p.relative_to(generated) for p in generated.rglob("*.parquet"))
+    rng = random.Random(13)
+    rng.shuffle(files)
+    batches = [files[i::4] for i in range(4)]
+    lake, dest = tmp_path / "lake", tmp_path / "dest"
+
+    def land(batch):
+        for rel in batch:
+            (lake / rel).parent.mkdir(parents=True, exist_ok=True)
+            (lake / rel).write_bytes((generated / rel).read_bytes())
+
+    def full_views(name):
+        d = tmp_path / f"full-{name}"
+        run(["materialize", "--source", str(lake), "--dest", str(d), "--quiet"])
+        return {v: rows_duckdb(d / v) for v in VIEWS}
+
+    def incremental(d):
+        return ["materialize", "--source", str(lake), "--dest", str(d), "--mode", "incremental", "--quiet",
+                "--stale-lock-minutes", "0"]
+
+    land(batches[0])
+    run(incremental(dest))
+    previous = full_views(0)
+    kills = 0
+    for b, batch in enumerate(batches[1:], start=1):
+        land(batch)
+        expected = full_views(b)
+        assert expected != previous
+        # How long this batch's incremental run takes, on a copy of the destination.
+        probe = tmp_path / f"probe-{b}"
+        shutil.copytree(dest, probe)
+        started = time.monotonic()
+        run(incremental(probe))
+        seconds = time.monotonic() - started
+        for i, (low, high) in enumerate(KILL_SHARES):
+            p = subprocess.Popen([binary(), *incremental(dest)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(low, high) * seconds)
+            p.send_signal(signal.SIGKILL)
+            kills += p.wait() == -signal.SIGKILL
+            for v in VIEWS:
+                assert rows_duckdb(dest / v) in (previous[v], expected[v]), f"batch {b}, kill {i}: {v} is not whole"
+        run(incremental(dest))
+        for v in VIEWS:
+            assert rows_duckdb(dest / v) == expected[v], f"batch {b}: {v} differs from a full run"
+        check = subprocess.run([binary(), "verify", "--source", str(lake), "--dest", str(dest)], capture_output=True,
+                               text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        previous = expected
+    # Kills after a run ended test nothing: enough of them must hit a running run.
+    assert kills >= len(batches), f"only {kills} kills hit a running run"

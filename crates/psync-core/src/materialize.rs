@@ -235,7 +235,9 @@ pub async fn materialize_at(
                     }
                 };
             }
-            if delta.is_empty() {
+            // Nothing new: nothing to write, unless a view this run publishes is not
+            // there (an earlier run had other --views): then the state makes it.
+            if delta.is_empty() && run.all_published().await? {
                 return Ok(run.report(
                     "nothing-new",
                     None,
@@ -415,6 +417,31 @@ impl Run<'_> {
         self.publisher.cleanup().await;
         self.publisher.unlock().await;
         result
+    }
+
+    /// Whether every view this run publishes has a published file.
+    async fn all_published(&self) -> Result<bool> {
+        use object_store::ObjectStoreExt;
+        let dest = self.publisher.dest();
+        let mut files = vec![];
+        for &view in &self.opts.views {
+            if view.is_personas() {
+                let file = format!("{view}.parquet");
+                for space in self.lake.spaces() {
+                    files.push(dest.child(&[space.as_str(), view.name(), file.as_str()]));
+                }
+            } else {
+                files.push(self.publisher.view_file(view.name()));
+            }
+        }
+        for file in files {
+            match dest.store.head(&file).await {
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => return Ok(false),
+                Err(e) => return Err(crate::publish::publish_err(&dest.url_of(&file), e)),
+            }
+        }
+        Ok(true)
     }
 
     /// Awaits a staging write, naming the landed file when a query error came from one.
