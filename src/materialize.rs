@@ -50,7 +50,9 @@ pub struct Args {
     /// Incremental runs: what to do when a landed file processed before changed or vanished.
     #[arg(long, value_enum, default_value = "rebuild")]
     on_change: OnChange,
-    /// Views to publish, comma-separated [default: all: id_graph,external_id_mapping,profile_traits].
+    /// Views to publish, comma-separated [default: id_graph,external_id_mapping,profile_traits,
+    /// and users,audience_membership,computed_traits of every Personas space]; add
+    /// <table>_resolved for an event table with canonical_segment_id.
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<View>()))]
     views: Vec<View>,
     /// Worker threads [default: all cores].
@@ -62,6 +64,9 @@ pub struct Args {
     /// Folder for spill files [default: the system temp folder].
     #[arg(long)]
     spill_dir: Option<std::path::PathBuf>,
+    /// Never spill to disk: fail when the memory limit is reached.
+    #[arg(long, conflicts_with = "spill_dir")]
+    no_spill: bool,
     /// Rows per batch inside the engine [default: 8192].
     #[arg(long, hide = true)]
     batch_size: Option<usize>,
@@ -162,13 +167,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         memory_limit: a.memory_limit,
         batch_size: a.batch_size,
         spill_dir: a.spill_dir.clone(),
+        no_spill: a.no_spill,
         store: a.store.options(),
     };
     let opts = MaterializeOptions {
         source: a.source.clone(),
         dest: a.dest.clone(),
         views: if a.views.is_empty() {
-            View::ALL.to_vec()
+            View::DEFAULT.to_vec()
         } else {
             a.views.clone()
         },
@@ -210,7 +216,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
 fn print_summary(r: &RunReport) {
     if r.mode == "nothing-new" {
-        eprintln!("nothing new since the last run: no file changed ({:.2}s)", r.seconds);
+        eprintln!(
+            "nothing new since the last run: no file changed ({:.2}s)",
+            r.seconds
+        );
         return;
     }
     eprintln!("{:<30} {:>8} {:>14}", "input table", "files", "rows");

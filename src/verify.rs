@@ -41,6 +41,7 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
         memory_limit: a.memory_limit,
         batch_size: None,
         spill_dir: a.spill_dir.clone(),
+        no_spill: false,
         store: a.store.options(),
     };
     let opts = VerifyOptions {

@@ -27,5 +27,5 @@ pub mod views;
 
 pub use error::{CoreError, Result};
 pub use materialize::{MaterializeOptions, OnChange, RunMode, RunReport, materialize};
-pub use session::{EngineOptions, locate, new_context};
+pub use session::{EngineOptions, locate, new_context, views_context};
 pub use views::View;

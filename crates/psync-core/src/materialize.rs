@@ -21,7 +21,7 @@ use crate::error::{CoreError, Result};
 use crate::incremental::{Delta, MANIFEST, MAX_SEGMENTS, Manifest, STATE_TABLES};
 use crate::inputs::{EXTERNAL_ID_MAPPING_UPDATES, ID_GRAPH_UPDATES, Inputs, Warnings};
 use crate::publish::{Publisher, Staged};
-use crate::session::{EngineOptions, locate, new_context};
+use crate::session::{EngineOptions, locate, views_context};
 use crate::views::{self, View, external_id_mapping, id_graph, profile_traits};
 
 /// How much of the history a run reads.
@@ -169,7 +169,7 @@ pub async fn materialize_at(
     if opts.views.is_empty() {
         return Err(CoreError::Config("no views selected".into()));
     }
-    let ctx = new_context(&opts.engine)?;
+    let ctx = views_context(&opts.engine)?;
     source.register(&ctx);
     dest.register(&ctx);
     progress.stage("listing");
@@ -292,6 +292,11 @@ impl Run<'_> {
                 .with_extras(staged_views, &planned.graph, as_of)
                 .await?;
             self.enter("publishing");
+            if as_of.is_some() {
+                // The views about to be published are not the saved state's: the next
+                // incremental run must not take "nothing new" for "nothing to do".
+                self.publisher.forget_state().await?;
+            }
             self.publisher.commit(&staged_views.0).await?;
             let mode = if as_of.is_some() { "as-of" } else { "full" };
             let report = self.report(
@@ -537,7 +542,7 @@ impl Run<'_> {
 /// The physical plan of each view (after the id graph is resolved), as
 /// DataFusion's `EXPLAIN` prints it, without writing anything.
 pub async fn explain(opts: &MaterializeOptions) -> Result<String> {
-    let ctx = new_context(&opts.engine)?;
+    let ctx = views_context(&opts.engine)?;
     let lake = Lake::open(&ctx.state(), locate(&ctx, &opts.source, &opts.engine)?).await?;
     let inputs = Inputs::new(&ctx, &lake);
     let planned = views::plan(&inputs, &opts.views, &mut Warnings::default()).await?;

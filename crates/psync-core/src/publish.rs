@@ -292,6 +292,16 @@ impl Publisher {
         Ok(())
     }
 
+    /// Removes the incremental state's manifest, so that the next incremental run
+    /// rebuilds everything.
+    pub async fn forget_state(&self) -> Result<()> {
+        let path = self.state_dir().join("manifest.json");
+        match self.dest.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(publish_err(&self.dest.url_of(&path), e)),
+        }
+    }
+
     /// Writes the run record (JSON) beside the views.
     pub async fn record(&self, json: &serde_json::Value) -> Result<()> {
         let body = serde_json::to_vec_pretty(json).map_err(|e| CoreError::Config(e.to_string()))?;

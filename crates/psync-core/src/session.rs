@@ -26,6 +26,8 @@ pub struct EngineOptions {
     pub batch_size: Option<usize>,
     /// Where spill files go; the system temp directory when `None`.
     pub spill_dir: Option<PathBuf>,
+    /// Never spill: a query that outgrows the memory limit fails instead.
+    pub no_spill: bool,
     /// Settings of remote stores (S3).
     pub store: StoreOptions,
 }
@@ -50,13 +52,21 @@ pub fn new_context(options: &EngineOptions) -> Result<SessionContext> {
     // Utf8View values would drag whole buffers into aggregation state.
     opts.execution.parquet.schema_force_view_types = false;
     opts.sql_parser.map_string_types_to_utf8view = false;
+    if let Some(limit) = options.memory_limit {
+        // Each sort sets this much aside for merging its spill files (10 MB by
+        // default); under a small limit that alone would exhaust the pool.
+        let per_sort = limit / (8 * options.threads());
+        opts.execution.sort_spill_reservation_bytes = per_sort.clamp(64 * 1024, 10 * 1024 * 1024);
+    }
     // Footers are read once by the catalog and found again by the scans.
     let mut runtime = RuntimeEnvBuilder::new().with_metadata_cache_limit(512 * 1024 * 1024);
     if let Some(limit) = options.memory_limit {
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
     }
     let mut disk = DiskManagerBuilder::default();
-    if let Some(dir) = &options.spill_dir {
+    if options.no_spill {
+        disk = disk.with_mode(DiskManagerMode::Disabled);
+    } else if let Some(dir) = &options.spill_dir {
         disk = disk.with_mode(DiskManagerMode::Directories(vec![dir.clone()]));
     }
     runtime = runtime.with_disk_manager_builder(disk);
@@ -69,6 +79,22 @@ pub fn new_context(options: &EngineOptions) -> Result<SessionContext> {
     let ctx = SessionContext::new_with_state(state);
     psync_functions::register_all(&ctx);
     ctx.register_udf(sha1_hex().as_ref().clone());
+    Ok(ctx)
+}
+
+/// A context for computing views: [`new_context`] with the join order as the
+/// view code writes it. Every join there has the id graph (one row per profile,
+/// held in memory) on its build side; DataFusion's hash joins cannot spill, and
+/// with row counts known on one side only it could otherwise build a hash table
+/// of all trait updates.
+pub fn views_context(options: &EngineOptions) -> Result<SessionContext> {
+    let ctx = new_context(options)?;
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .optimizer
+        .join_reordering = false;
     Ok(ctx)
 }
 

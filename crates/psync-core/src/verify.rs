@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::error::{CoreError, Result};
 use crate::inputs::{Inputs, Warnings};
 use crate::materialize::blame;
-use crate::session::{EngineOptions, new_context};
+use crate::session::{EngineOptions, views_context};
 use crate::views::{self, View};
 
 /// Examples shown per kind of difference.
@@ -70,7 +70,7 @@ impl ViewCheck {
 
 /// Recomputes `opts.views` in full and compares each with its published file.
 pub async fn verify(opts: &VerifyOptions) -> Result<Vec<ViewCheck>> {
-    let ctx = new_context(&opts.engine)?;
+    let ctx = views_context(&opts.engine)?;
     let source = Location::parse_with(&opts.source, &opts.engine.store)?;
     let dest = Location::parse_with(&opts.dest, &opts.engine.store)?;
     source.register(&ctx);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
 use datafusion::common::{DFSchema, Result, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
@@ -170,7 +171,12 @@ impl TableProvider for LakeTable {
         }
         let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
             .with_file_groups(self.file_groups(state.config().target_partitions()))
-            .with_statistics(Statistics::new_unknown(&self.schema))
+            // Exact row counts from the footers: the planner builds hash joins on
+            // the smaller side only when it knows the sizes (joins do not spill).
+            .with_statistics(
+                Statistics::new_unknown(&self.schema)
+                    .with_num_rows(Precision::Exact(self.rows() as usize)),
+            )
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .with_expr_adapter(Some(Arc::new(CaseInsensitiveAdapterFactory)))

@@ -97,8 +97,9 @@ pub fn finish(latest: DataFrame, id_graph: &IdGraph) -> Result<DataFrame> {
         col("segment_id").alias("g_sid"),
         col("canonical_segment_id").alias("g_canonical"),
     ])?;
-    per_id
-        .join(graph, JoinType::Left, &["sid"], &["g_sid"], None)?
+    // The graph is the build side (see `session::views_context`).
+    graph
+        .join(per_id, JoinType::Right, &["g_sid"], &["sid"], None)?
         .select(vec![
             coalesce(vec![col("g_canonical"), col("sid")]).alias("canonical_segment_id"),
             col("external_id_type"),

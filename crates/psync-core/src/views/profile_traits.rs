@@ -112,14 +112,9 @@ pub fn plan(inputs: &Inputs<'_>, id_graph: &IdGraph, warnings: &mut Warnings) ->
         // One pass over all traits; SinglePhaseWideAggregates runs it without a partial phase.
         vec![psync_functions::last_seen_struct().call(args).alias("t")]
     };
-    let owned = updates
-        .join(
-            graph(id_graph, "u")?,
-            JoinType::Left,
-            &["segment_id"],
-            &["u_sid"],
-            None,
-        )?
+    // The graph is the build side (see `session::views_context`).
+    let owned = graph(id_graph, "u")?
+        .join(updates, JoinType::Right, &["u_sid"], &["segment_id"], None)?
         .select(resolved_cols)?
         .aggregate(vec![col("owner")], aggregates)?;
     assemble(id_graph, owned, &traits)
