@@ -1,11 +1,14 @@
-//! Faults: a store wrapper that fails the Nth call of one kind of operation,
-//! under a whole materialize run. Every failure ends the run with an error
-//! (never a panic), and the previously published views stay byte for byte.
+//! Faults under whole materialize runs, injected by a store wrapper: the Nth call
+//! of one kind of operation fails, a landed file vanishes between the listing and
+//! the reads, two runs race for one destination. Every failure ends the run with
+//! an error (never a panic), and the previously published views stay byte for byte.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -13,10 +16,12 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
-use psync_core::materialize::{MaterializeOptions, NoProgress, materialize_at};
-use psync_core::{EngineOptions, View};
+use psync_core::materialize::{
+    MaterializeOptions, NoProgress, Progress, ViewReport, materialize_at,
+};
+use psync_core::{CoreError, EngineOptions, RunReport, View};
 use psync_lake_io::Location;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,17 +32,31 @@ enum Op {
     Copy,
 }
 
-/// Fails the `nth` call (1-based) of `op`; everything else goes to the inner store.
+/// What a [`Faulty`] store does besides passing every call to its inner store.
+enum Fault {
+    /// Fails the `nth` call (1-based) of `op`.
+    FailNth(Op, usize),
+    /// Deletes this file from the inner store as soon as a listing that returned
+    /// it has ended: the file vanishes between the listing and the first read.
+    VanishAfterList(ObjPath),
+    /// Makes the runs sharing the store meet at the destination lock.
+    MeetAtLock(Arc<Meeting>),
+}
+
+/// A store wrapper that injects a [`Fault`] under whatever uses it.
 struct Faulty {
-    inner: LocalFileSystem,
-    op: Op,
-    nth: usize,
+    inner: Arc<dyn ObjectStore>,
+    fault: Fault,
     seen: AtomicUsize,
 }
 
 impl fmt::Debug for Faulty {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Faulty({:?} #{})", self.op, self.nth)
+        match &self.fault {
+            Fault::FailNth(op, nth) => write!(f, "Faulty({op:?} #{nth})"),
+            Fault::VanishAfterList(p) => write!(f, "Faulty(vanish {p})"),
+            Fault::MeetAtLock(m) => write!(f, "Faulty(meet at lock, {} runs)", m.runs),
+        }
     }
 }
 
@@ -48,14 +67,90 @@ impl fmt::Display for Faulty {
 }
 
 impl Faulty {
+    fn new(inner: Arc<dyn ObjectStore>, fault: Fault) -> Arc<Self> {
+        Arc::new(Faulty {
+            inner,
+            fault,
+            seen: AtomicUsize::new(0),
+        })
+    }
+
     fn check(&self, op: Op) -> object_store::Result<()> {
-        if op == self.op && self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.nth {
+        if let Fault::FailNth(fail, nth) = self.fault
+            && op == fail
+            && self.seen.fetch_add(1, Ordering::SeqCst) + 1 == nth
+        {
             return Err(object_store::Error::Generic {
                 store: "faulty",
                 source: format!("injected {op:?} failure").into(),
             });
         }
         Ok(())
+    }
+
+    fn meeting(&self, location: &ObjPath) -> Option<&Meeting> {
+        match &self.fault {
+            Fault::MeetAtLock(m) if is_lock(location) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+fn is_lock(location: &ObjPath) -> bool {
+    location.as_ref().ends_with("_psync/lock")
+}
+
+/// Where the runs sharing a [`Fault::MeetAtLock`] store meet: each run's
+/// conditional create of `<dest>/_psync/lock` waits until every run has reached
+/// its own, so that they race for the lock at the same instant; removing the lock
+/// waits until every run has tried to create it, so that the winner still holds
+/// it when the others try. A run that never reaches the lock, or tries twice,
+/// fails the test after [`MEET_TIMEOUT`] instead of hanging it.
+struct Meeting {
+    runs: usize,
+    arrived: tokio::sync::Barrier,
+    created: AtomicUsize,
+    tried: AtomicUsize,
+    removed: AtomicUsize,
+}
+
+const MEET_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Meeting {
+    fn new(runs: usize) -> Arc<Self> {
+        Arc::new(Meeting {
+            runs,
+            arrived: tokio::sync::Barrier::new(runs),
+            created: AtomicUsize::new(0),
+            tried: AtomicUsize::new(0),
+            removed: AtomicUsize::new(0),
+        })
+    }
+
+    async fn create(
+        &self,
+        put: impl Future<Output = object_store::Result<PutResult>>,
+    ) -> object_store::Result<PutResult> {
+        tokio::time::timeout(MEET_TIMEOUT, self.arrived.wait())
+            .await
+            .expect("every run reaches the lock once (one stopped before it, or tried again)");
+        let result = put.await;
+        if result.is_ok() {
+            self.created.fetch_add(1, Ordering::SeqCst);
+        }
+        self.tried.fetch_add(1, Ordering::SeqCst);
+        result
+    }
+
+    async fn remove(&self) {
+        tokio::time::timeout(MEET_TIMEOUT, async {
+            while self.tried.load(Ordering::SeqCst) < self.runs {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("every run tries to create the lock before it is removed");
+        self.removed.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -68,6 +163,11 @@ impl ObjectStore for Faulty {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         self.check(Op::Put)?;
+        if let Some(m) = self.meeting(location)
+            && opts.mode == PutMode::Create
+        {
+            return m.create(self.inner.put_opts(location, payload, opts)).await;
+        }
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -93,17 +193,61 @@ impl ObjectStore for Faulty {
         &self,
         locations: BoxStream<'static, object_store::Result<ObjPath>>,
     ) -> BoxStream<'static, object_store::Result<ObjPath>> {
-        self.inner.delete_stream(locations)
+        let Fault::MeetAtLock(meeting) = &self.fault else {
+            return self.inner.delete_stream(locations);
+        };
+        let meeting = meeting.clone();
+        let held = locations
+            .then(move |location| {
+                let meeting = meeting.clone();
+                async move {
+                    if let Ok(p) = &location
+                        && is_lock(p)
+                    {
+                        meeting.remove().await;
+                    }
+                    location
+                }
+            })
+            .boxed();
+        self.inner.delete_stream(held)
     }
 
     fn list(
         &self,
         prefix: Option<&ObjPath>,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        match self.check(Op::List) {
-            Ok(()) => self.inner.list(prefix),
-            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        if let Err(e) = self.check(Op::List) {
+            return futures::stream::once(async move { Err(e) }).boxed();
         }
+        let Fault::VanishAfterList(victim) = &self.fault else {
+            return self.inner.list(prefix);
+        };
+        let listed = Arc::new(AtomicBool::new(false));
+        let seen = listed.clone();
+        let target = victim.clone();
+        let store = self.inner.clone();
+        let victim = victim.clone();
+        self.inner
+            .list(prefix)
+            .inspect(move |m| {
+                if m.as_ref().is_ok_and(|m| m.location == target) {
+                    seen.store(true, Ordering::SeqCst);
+                }
+            })
+            .chain(
+                futures::stream::once(async move {
+                    if listed.load(Ordering::SeqCst) {
+                        store
+                            .delete(&victim)
+                            .await
+                            .expect("the listed file can be deleted");
+                    }
+                    None
+                })
+                .filter_map(futures::future::ready),
+            )
+            .boxed()
     }
 
     fn list_with_offset(
@@ -133,6 +277,45 @@ impl ObjectStore for Faulty {
     }
 }
 
+/// The options of a full run of every view.
+fn options(source: &str, dest: &str, stale_lock_after: Duration) -> MaterializeOptions {
+    MaterializeOptions {
+        source: source.to_string(),
+        dest: dest.to_string(),
+        views: View::ALL.to_vec(),
+        engine: EngineOptions {
+            threads: Some(2),
+            ..Default::default()
+        },
+        stale_lock_after,
+        mode: psync_core::RunMode::Full,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A local folder as a location, through the plain local store.
+fn plain(path: &Path) -> Location {
+    Location::parse(&path.display().to_string()).unwrap()
+}
+
+/// The same location with its store wrapped by `fault`.
+fn faulty(location: &Location, fault: Fault) -> Location {
+    let mut l = location.clone();
+    l.store = Faulty::new(location.store.clone(), fault);
+    l
+}
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample")
+}
+
 fn snapshot(dest: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<_> = ["id_graph", "external_id_mapping", "profile_traits"]
         .iter()
@@ -147,25 +330,15 @@ fn snapshot(dest: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn injected_store_failures_end_runs_cleanly_and_keep_old_views() {
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
+    let sample = sample();
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("views");
-    let opts = MaterializeOptions {
-        source: sample.display().to_string(),
-        dest: dest.display().to_string(),
-        views: View::ALL.to_vec(),
-        engine: EngineOptions {
-            threads: Some(2),
-            ..Default::default()
-        },
-        stale_lock_after: std::time::Duration::ZERO,
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let plain = |path: &Path| Location::parse(&path.display().to_string()).unwrap();
+    let opts = options(
+        &sample.display().to_string(),
+        &dest.display().to_string(),
+        Duration::ZERO,
+    );
+    let rt = runtime();
     rt.block_on(materialize_at(
         &opts,
         plain(&sample),
@@ -182,12 +355,7 @@ fn injected_store_failures_end_runs_cleanly_and_keep_old_views() {
     let mut failures = 0;
     for op in [Op::Put, Op::Get, Op::List, Op::Copy] {
         for nth in [1, 2, 3, 5, 8] {
-            let faulty = Arc::new(Faulty {
-                inner: LocalFileSystem::new(),
-                op,
-                nth,
-                seen: AtomicUsize::new(0),
-            });
+            let faulty = Faulty::new(Arc::new(LocalFileSystem::new()), Fault::FailNth(op, nth));
             let mut d = plain(&dest);
             d.store = faulty.clone();
             // Source and destination share file://, so reads go through the faults too.
@@ -231,4 +399,225 @@ fn injected_store_failures_end_runs_cleanly_and_keep_old_views() {
         failures >= 10,
         "most injected faults must hit the run ({failures})"
     );
+}
+
+/// The views' rows, from a run's destination contents.
+fn view_rows(contents: &BTreeMap<String, Vec<u8>>) -> Vec<Vec<Vec<String>>> {
+    let tmp = tempfile::tempdir().unwrap();
+    crate::util::write_tree(contents, tmp.path());
+    ["id_graph", "external_id_mapping", "profile_traits"]
+        .iter()
+        .map(|v| crate::util::read_rows(&tmp.path().join(v)))
+        .collect()
+}
+
+/// Deletes a file when a run first enters a stage.
+struct DeleteAt {
+    stage: &'static str,
+    file: PathBuf,
+    done: AtomicBool,
+}
+
+impl Progress for DeleteAt {
+    fn stage(&self, name: &str) {
+        if name == self.stage && !self.done.swap(true, Ordering::SeqCst) {
+            std::fs::remove_file(&self.file).expect("the landed file can be deleted");
+        }
+    }
+
+    fn view_done(&self, _: &ViewReport) {}
+}
+
+#[test]
+fn a_landed_file_deleted_under_a_run_is_named_and_changes_nothing() {
+    let rt = runtime();
+    // Right after the listing (its footer is gone), and after the footers were
+    // read, before the scans (its data is gone).
+    for moment in ["after the listing", "after the footers"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let lake = tmp.path().join("lake");
+        crate::util::copy_dir(&sample(), &lake);
+        let dest = tmp.path().join("views");
+        let opts = options(
+            &lake.display().to_string(),
+            &dest.display().to_string(),
+            Duration::from_secs(3600),
+        );
+        rt.block_on(materialize_at(
+            &opts,
+            plain(&lake),
+            plain(&dest),
+            &NoProgress,
+        ))
+        .unwrap();
+        let before = rt.block_on(crate::util::contents(&plain(&dest)));
+
+        let victim = lake.join("profile_traits_updates/day=2024-01-01/part-00002.parquet");
+        let (source, progress): (_, Box<dyn Progress>) = match moment {
+            "after the listing" => {
+                let path = ObjPath::from_absolute_path(&victim).unwrap();
+                let source = faulty(&plain(&lake), Fault::VanishAfterList(path));
+                (source, Box::new(NoProgress))
+            }
+            _ => {
+                let progress = DeleteAt {
+                    stage: "id_graph",
+                    file: victim.clone(),
+                    done: AtomicBool::new(false),
+                };
+                (plain(&lake), Box::new(progress))
+            }
+        };
+        let result = rt.block_on(materialize_at(
+            &opts,
+            source,
+            plain(&dest),
+            progress.as_ref(),
+        ));
+        assert!(!victim.exists(), "{moment}: the fault deleted the file");
+        let err = match result {
+            Ok(r) => panic!(
+                "{moment}: the run succeeded without {}: {r:?}",
+                victim.display()
+            ),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains(&victim.display().to_string()),
+            "{moment}: the error names the file: {err}"
+        );
+        assert!(
+            err.contains("not found"),
+            "{moment}: the error says why: {err}"
+        );
+        assert!(!err.contains('\n'), "{moment}: one line: {err}");
+        assert_eq!(
+            rt.block_on(crate::util::contents(&plain(&dest))),
+            before,
+            "{moment}: the destination is as the last run left it ({err})"
+        );
+        // The next run reads the lake as it now is.
+        rt.block_on(materialize_at(
+            &opts,
+            plain(&lake),
+            plain(&dest),
+            &NoProgress,
+        ))
+        .unwrap_or_else(|e| panic!("{moment}: the next run: {e}"));
+    }
+}
+
+/// Starts two runs of every view from `source` into `dest` together (they meet
+/// at the lock), and checks that exactly one commits: the other stops with the
+/// lock error, and `dest` holds one run record and views equal to `expected`.
+fn two_runs_together(
+    source: &Path,
+    dest: &Location,
+    expected: &[Vec<Vec<String>>],
+) -> (RunReport, String) {
+    let opts = options(
+        &source.display().to_string(),
+        &dest.display,
+        Duration::from_secs(3600),
+    );
+    let meeting = Meeting::new(2);
+    let shared = faulty(dest, Fault::MeetAtLock(meeting.clone()));
+    let rt = runtime();
+    let (a, b) = rt.block_on(async {
+        tokio::join!(
+            materialize_at(&opts, plain(source), shared.clone(), &NoProgress),
+            materialize_at(&opts, plain(source), shared.clone(), &NoProgress),
+        )
+    });
+    let (winner, loser) = match (a, b) {
+        (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+        (Ok(a), Ok(b)) => panic!("both runs committed: {} and {}", a.run_id, b.run_id),
+        (Err(a), Err(b)) => panic!("neither run committed: {a} / {b}"),
+    };
+    let message = loser.to_string();
+    let lock = dest.url_of(&dest.child(&["_psync", "lock"]));
+    match &loser {
+        CoreError::Locked { url, holder, .. } => {
+            assert_eq!(url, &lock);
+            assert_eq!(holder, &winner.run_id, "the error names the winner");
+        }
+        other => panic!("the loser stops with the lock error, not: {other}"),
+    }
+    assert!(
+        message.contains(&lock) && !message.contains('\n'),
+        "{message}"
+    );
+    assert_eq!(meeting.tried.load(Ordering::SeqCst), 2, "both runs raced");
+    assert_eq!(
+        meeting.created.load(Ordering::SeqCst),
+        1,
+        "one created the lock"
+    );
+    assert_eq!(
+        meeting.removed.load(Ordering::SeqCst),
+        1,
+        "only the winner removed the lock"
+    );
+
+    let contents = rt.block_on(crate::util::contents(dest));
+    let runs: Vec<&String> = contents
+        .keys()
+        .filter(|k| k.starts_with("_psync/runs/"))
+        .collect();
+    assert_eq!(
+        runs,
+        [&format!("_psync/runs/{}.json", winner.run_id)],
+        "one run record, the winner's"
+    );
+    let left: Vec<&String> = contents
+        .keys()
+        .filter(|k| *k == "_psync/lock" || k.starts_with("_psync/tmp/"))
+        .collect();
+    assert!(left.is_empty(), "no lock or staging left: {left:?}");
+    let last: serde_json::Value =
+        serde_json::from_slice(&contents["_psync/last_run.json"]).unwrap();
+    assert_eq!(last["run_id"], winner.run_id.as_str());
+    assert_eq!(view_rows(&contents), expected, "the views of a normal run");
+    (winner, message)
+}
+
+/// Rows of the views of a plain local run.
+fn normal_run_rows() -> Vec<Vec<Vec<String>>> {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("views");
+    let opts = options(
+        &sample().display().to_string(),
+        &dest.display().to_string(),
+        Duration::from_secs(3600),
+    );
+    let report = runtime()
+        .block_on(materialize_at(
+            &opts,
+            plain(&sample()),
+            plain(&dest),
+            &NoProgress,
+        ))
+        .unwrap();
+    assert_eq!(report.views.len(), 3);
+    ["id_graph", "external_id_mapping", "profile_traits"]
+        .iter()
+        .map(|v| crate::util::read_rows(&dest.join(v)))
+        .collect()
+}
+
+#[test]
+fn two_runs_started_together_on_local_disk_exactly_one_commits() {
+    let expected = normal_run_rows();
+    let tmp = tempfile::tempdir().unwrap();
+    two_runs_together(&sample(), &plain(&tmp.path().join("views")), &expected);
+}
+
+#[test]
+fn two_runs_started_together_on_s3_exactly_one_commits() {
+    let Some(ep) = crate::s3::endpoint() else {
+        return;
+    };
+    let expected = normal_run_rows();
+    let dest = crate::s3::location(&ep, &crate::s3::unique("race"));
+    two_runs_together(&sample(), &dest, &expected);
 }

@@ -1,11 +1,18 @@
 //! S3 through a real S3-compatible server (moto, started by `.ci/run`, endpoint in
 //! `PSYNC_S3_ENDPOINT`): the same views as on local disk, the storage operations
-//! publishing relies on, and the destination lock. Without a server these tests
+//! publishing relies on, the destination lock, and faults on the wire (a proxy in
+//! front of the server answers chosen requests with S3's `503 Slow Down`, or
+//! deletes a file between the listing and the reads). Without a server these tests
 //! skip, except under CI, where they fail.
 
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Output;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
@@ -13,12 +20,14 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
-use crate::util::{read_rows, run, run_ok};
+use psync_lake_io::{Location, StoreOptions};
 
-const BUCKET: &str = "psync-test";
+use crate::util::{contents, read_rows, run, run_ok};
+
+pub(crate) const BUCKET: &str = "psync-test";
 
 /// The server's endpoint, or `None` (skip) outside CI.
-fn endpoint() -> Option<String> {
+pub(crate) fn endpoint() -> Option<String> {
     match std::env::var("PSYNC_S3_ENDPOINT") {
         Ok(e) => Some(e),
         Err(_) if std::env::var_os("CI").is_some() => {
@@ -31,7 +40,7 @@ fn endpoint() -> Option<String> {
     }
 }
 
-fn s3(endpoint: &str) -> Arc<dyn ObjectStore> {
+pub(crate) fn s3(endpoint: &str) -> Arc<dyn ObjectStore> {
     Arc::new(
         AmazonS3Builder::new()
             .with_bucket_name(BUCKET)
@@ -44,6 +53,20 @@ fn s3(endpoint: &str) -> Arc<dyn ObjectStore> {
             .build()
             .unwrap(),
     )
+}
+
+/// `s3://psync-test/<prefix>` on the server, as a run's location.
+pub(crate) fn location(endpoint: &str, prefix: &str) -> Location {
+    let options = StoreOptions {
+        endpoint: Some(endpoint.to_string()),
+        allow_http: Some(true),
+        region: Some("us-east-1".into()),
+        ..Default::default()
+    };
+    let mut l = Location::parse_with(&format!("s3://{BUCKET}/{prefix}"), &options).unwrap();
+    // The test credentials, whatever the environment says.
+    l.store = s3(endpoint);
+    l
 }
 
 /// The binary with the server's settings in its environment.
@@ -109,7 +132,7 @@ async fn download(store: &dyn ObjectStore, prefix: &str, dir: &Path) {
     }
 }
 
-fn unique(name: &str) -> String {
+pub(crate) fn unique(name: &str) -> String {
     format!(
         "{name}-{}-{}",
         std::process::id(),
@@ -404,4 +427,455 @@ fn a_held_lock_stops_a_local_run_and_a_stale_one_does_not() {
         "0",
     ]);
     assert!(!dest.join("_psync/lock").exists(), "the lock is released");
+}
+
+/// One request as the proxy received it.
+#[derive(Debug, Clone)]
+struct Request {
+    method: String,
+    /// Path and query, as sent.
+    target: String,
+    /// Lower-case names.
+    headers: Vec<(String, String)>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// What a retry of this request repeats.
+    fn key(&self) -> String {
+        format!(
+            "{} {} {}",
+            self.method,
+            self.target,
+            self.header("range").unwrap_or("")
+        )
+    }
+
+    /// The S3 operation.
+    fn kind(&self) -> &'static str {
+        let query = self.target.split_once('?').map_or("", |(_, q)| q);
+        match self.method.as_str() {
+            "GET" if query.contains("list-type=2") => "list",
+            "GET" if self.header("range").is_some() => "range get",
+            "GET" => "get",
+            "HEAD" => "head",
+            "PUT" if self.header("x-amz-copy-source").is_some() => "copy",
+            "PUT" if self.header("if-none-match").is_some() => "create if absent",
+            "PUT" => "put",
+            "POST" if query.starts_with("delete") => "delete",
+            "POST" => "post",
+            "DELETE" => "delete",
+            _ => "other",
+        }
+    }
+}
+
+/// What the proxy does with a request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Verdict {
+    /// Pass it to the server.
+    Forward,
+    /// Answer `503 Slow Down` as S3 does when throttling.
+    SlowDown,
+}
+
+type Rule = Box<dyn FnMut(&Request) -> Verdict + Send>;
+
+/// A plain HTTP/1.1 proxy in front of the S3 server, one request per connection:
+/// each request goes to `rule`, which may act (delete an object, say) and decides
+/// whether the server or a `503 Slow Down` answers it. Everything it saw is kept.
+struct Proxy {
+    url: String,
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<(Request, Verdict)>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: &str, rule: impl FnMut(&Request) -> Verdict + Send + 'static) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let rule: Arc<Mutex<Rule>> = Arc::new(Mutex::new(Box::new(rule)));
+        let seen = Arc::new(Mutex::new(vec![]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, halt) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if halt.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = conn else { continue };
+                let (upstream, rule, log) = (upstream.clone(), rule.clone(), log.clone());
+                std::thread::spawn(move || {
+                    if let Err(e) = serve(client, &upstream, &rule, &log) {
+                        eprintln!("proxy: {e}");
+                    }
+                });
+            }
+        });
+        Proxy {
+            url: format!("http://{addr}"),
+            addr,
+            seen,
+            stop,
+        }
+    }
+
+    /// Every request so far, in arrival order, with what the proxy did.
+    fn seen(&self) -> Vec<(Request, Verdict)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn bad(message: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, message.into())
+}
+
+/// Reads one request; returns it and its bytes as they go to the server (asking
+/// it to close the connection after answering).
+fn read_request(client: &mut TcpStream) -> std::io::Result<Option<(Request, Vec<u8>)>> {
+    let mut buf = vec![];
+    let mut chunk = [0u8; 64 * 1024];
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = client.read(&mut chunk)?;
+        if n == 0 {
+            return match buf.is_empty() {
+                true => Ok(None),
+                false => Err(bad("the client closed the connection mid-request")),
+            };
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).map_err(|e| bad(e.to_string()))?;
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default().to_string();
+    let mut parts = request_line.split(' ');
+    let (method, target) = (parts.next(), parts.next());
+    let (Some(method), Some(target)) = (method, target) else {
+        return Err(bad(format!("bad request line {request_line:?}")));
+    };
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let request = Request {
+        method: method.to_string(),
+        target: target.to_string(),
+        headers,
+    };
+    if request.header("transfer-encoding").is_some() {
+        return Err(bad("the proxy does not read chunked request bodies"));
+    }
+    let length: usize = match request.header("content-length") {
+        Some(v) => v
+            .parse()
+            .map_err(|_| bad(format!("content-length {v:?}")))?,
+        None => 0,
+    };
+    while buf.len() < head_end + length {
+        let n = client.read(&mut chunk)?;
+        if n == 0 {
+            return Err(bad("the client closed the connection mid-body"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let mut out = close_after(&request_line, &request.headers);
+    out.extend_from_slice(&buf[head_end..head_end + length]);
+    Ok(Some((request, out)))
+}
+
+/// A message head with `Connection: close` in place of any connection header.
+fn close_after(first_line: &str, headers: &[(String, String)]) -> Vec<u8> {
+    let mut head = format!("{first_line}\r\n");
+    for (n, v) in headers {
+        if n != "connection" && n != "keep-alive" {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+    }
+    head.push_str("connection: close\r\n\r\n");
+    head.into_bytes()
+}
+
+fn serve(
+    mut client: TcpStream,
+    upstream: &str,
+    rule: &Mutex<Rule>,
+    log: &Mutex<Vec<(Request, Verdict)>>,
+) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let Some((request, raw)) = read_request(&mut client)? else {
+        return Ok(());
+    };
+    let verdict = (rule.lock().unwrap())(&request);
+    log.lock().unwrap().push((request, verdict));
+    let response = match verdict {
+        Verdict::SlowDown => {
+            // As S3 sends it, newline after the XML declaration included.
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                        <Message>Please reduce your request rate.</Message>\
+                        <RequestId>PSYNCPROXY</RequestId></Error>";
+            format!(
+                "HTTP/1.1 503 Slow Down\r\ncontent-type: application/xml\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        }
+        Verdict::Forward => {
+            let mut server = TcpStream::connect(upstream)?;
+            server.set_read_timeout(Some(Duration::from_secs(30)))?;
+            server.write_all(&raw)?;
+            let mut response = vec![];
+            server.read_to_end(&mut response)?;
+            let end = find(&response, b"\r\n\r\n").ok_or_else(|| bad("no response head"))? + 4;
+            let head = std::str::from_utf8(&response[..end]).map_err(|e| bad(e.to_string()))?;
+            let mut lines = head.split("\r\n");
+            let status = lines.next().unwrap_or_default().to_string();
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            let mut out = close_after(&status, &headers);
+            out.extend_from_slice(&response[end..]);
+            out
+        }
+    };
+    client.write_all(&response)?;
+    client.flush()
+}
+
+/// A rule that answers `503 Slow Down` the first time it sees a distinct request
+/// matching `filter`, so that a retry of it goes through: every such request when
+/// `every` is 1, else the first one of each kind and every `every`-th other
+/// (each 503 costs a run a backoff).
+fn slow_down_once(
+    every: usize,
+    filter: impl Fn(&Request) -> bool + Send + 'static,
+) -> impl FnMut(&Request) -> Verdict + Send {
+    let mut seen = BTreeSet::new();
+    let mut kinds = BTreeSet::new();
+    move |r: &Request| {
+        if !filter(r) || !seen.insert(r.key()) {
+            return Verdict::Forward;
+        }
+        if kinds.insert(r.kind()) || seen.len() % every == 0 {
+            Verdict::SlowDown
+        } else {
+            Verdict::Forward
+        }
+    }
+}
+
+#[test]
+fn transient_s3_errors_are_retried_and_without_retries_fail_cleanly() {
+    let Some(ep) = endpoint() else { return };
+    let store = s3(&ep);
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
+    let prefix = unique("flaky");
+    rt().block_on(upload(store.as_ref(), &sample, &prefix));
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("local");
+    run_ok(&[
+        "materialize",
+        "--source",
+        sample.to_str().unwrap(),
+        "--dest",
+        local.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let src = format!("s3://{BUCKET}/{prefix}");
+    let dst = format!("s3://{BUCKET}/{prefix}-views");
+    let through = |proxy: &Proxy, retries: Option<&str>| {
+        let mut args = vec![
+            "materialize",
+            "--source",
+            &src,
+            "--dest",
+            &dst,
+            "--quiet",
+            "--s3-endpoint",
+            &proxy.url,
+        ];
+        args.extend(retries.map(|r| ["--retries", r]).into_iter().flatten());
+        run_s3(&ep, &args)
+    };
+
+    // With the default retries: the first request of each kind, and every
+    // fourth distinct request, is answered 503 the first time.
+    let proxy = Proxy::start(&ep, slow_down_once(4, |_| true));
+    let out = through(&proxy, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = proxy.seen();
+    let mut retried = BTreeSet::new();
+    for (i, (r, verdict)) in seen.iter().enumerate() {
+        if *verdict == Verdict::SlowDown {
+            assert!(
+                seen[i + 1..]
+                    .iter()
+                    .any(|(later, v)| *v == Verdict::Forward && later.key() == r.key()),
+                "{} was not retried",
+                r.key()
+            );
+            retried.insert(r.kind());
+        }
+    }
+    for kind in [
+        "list",
+        "range get",
+        "create if absent",
+        "put",
+        "copy",
+        "delete",
+    ] {
+        assert!(retried.contains(kind), "no {kind} was retried: {retried:?}");
+    }
+    let published = rt().block_on(contents(&location(&ep, &format!("{prefix}-views"))));
+    let fetched = tmp.path().join("fetched");
+    crate::util::write_tree(&published, &fetched);
+    for view in ["id_graph", "external_id_mapping", "profile_traits"] {
+        assert_eq!(
+            read_rows(&fetched.join(view)),
+            read_rows(&local.join(view)),
+            "{view}"
+        );
+    }
+    drop(proxy);
+
+    // Without retries the first 503 ends the run, whether it hits the listing of
+    // the lake or the commit's first rename (a copy).
+    for (what, proxy, needle) in [
+        (
+            "listing",
+            Proxy::start(&ep, slow_down_once(1, |_| true)),
+            src.clone(),
+        ),
+        (
+            "commit",
+            Proxy::start(&ep, slow_down_once(1, |r| r.kind() == "copy")),
+            format!("cannot write {dst}/"),
+        ),
+    ] {
+        let out = through(&proxy, Some("0"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        assert!(
+            err.contains(&needle) && err.contains("503"),
+            "{what}: {err}"
+        );
+        let slowed: Vec<_> = proxy
+            .seen()
+            .into_iter()
+            .filter(|(_, v)| *v == Verdict::SlowDown)
+            .collect();
+        assert_eq!(slowed.len(), 1, "{what}: one 503, never retried");
+        assert!(
+            !proxy
+                .seen()
+                .iter()
+                .any(|(r, v)| *v == Verdict::Forward && r.key() == slowed[0].0.key()),
+            "{what}: not retried"
+        );
+        assert_eq!(
+            rt().block_on(contents(&location(&ep, &format!("{prefix}-views")))),
+            published,
+            "{what}: the destination is as the last run left it"
+        );
+    }
+}
+
+#[test]
+fn a_file_deleted_between_listing_and_reading_on_s3_is_named() {
+    let Some(ep) = endpoint() else { return };
+    let store = s3(&ep);
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
+    let prefix = unique("vanish");
+    rt().block_on(upload(store.as_ref(), &sample, &prefix));
+    let src = format!("s3://{BUCKET}/{prefix}");
+    let dst = format!("s3://{BUCKET}/{prefix}-views");
+    let args = ["materialize", "--source", &src, "--dest", &dst, "--quiet"];
+    let out = run_s3(&ep, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let published = rt().block_on(contents(&location(&ep, &format!("{prefix}-views"))));
+
+    // The first read of the file after the lake was listed finds it deleted.
+    let victim = format!("{prefix}/profile_traits_updates/day=2024-01-01/part-00002.parquet");
+    let (listed, deleted) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (l, d, v, s) = (
+        listed.clone(),
+        deleted.clone(),
+        victim.clone(),
+        store.clone(),
+    );
+    let deleter = rt();
+    let lake_path = format!("/{BUCKET}/{prefix}/profile_traits_updates/");
+    let proxy = Proxy::start(&ep, move |r| {
+        if r.kind() == "list" {
+            l.store(true, Ordering::SeqCst);
+        } else if l.load(Ordering::SeqCst)
+            && r.method == "GET"
+            && r.target.starts_with(&lake_path)
+            && r.target.contains("part-00002.parquet")
+            && !d.swap(true, Ordering::SeqCst)
+        {
+            deleter
+                .block_on(s.delete(&ObjPath::from(v.as_str())))
+                .unwrap();
+        }
+        Verdict::Forward
+    });
+    let mut args = args.to_vec();
+    args.extend(["--s3-endpoint", &proxy.url]);
+    let out = run_s3(&ep, &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        deleted.load(Ordering::SeqCst),
+        "the run read the file: {err}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("s3://{BUCKET}/{victim}")), "{err}");
+    assert!(err.contains("not found"), "{err}");
+    assert!(!err.contains("panic"), "{err}");
+    assert_eq!(
+        rt().block_on(contents(&location(&ep, &format!("{prefix}-views")))),
+        published,
+        "the destination is as the last run left it"
+    );
 }

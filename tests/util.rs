@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: run the real binary, write small
-//! Parquet files, read published views back as sorted text rows.
+//! Parquet files, read published views back as sorted text rows, copy folders
+//! and read a whole location (local or S3) back.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -11,6 +13,9 @@ use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use psync_lake_io::Location;
 
 /// The binary under test.
 pub fn bin() -> PathBuf {
@@ -122,6 +127,47 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Copies the folder `from` (recursively) to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    for file in walk(from) {
+        let target = to.join(file.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &target).unwrap();
+    }
+}
+
+/// Every object under `location` (through its store, so local and S3 alike), by
+/// path relative to it, with its bytes.
+pub async fn contents(location: &Location) -> BTreeMap<String, Vec<u8>> {
+    let metas: Vec<_> = location
+        .store
+        .list(Some(&location.prefix))
+        .try_collect()
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for m in metas {
+        let rel: Vec<String> = m
+            .location
+            .prefix_match(&location.prefix)
+            .unwrap()
+            .map(|p| p.as_ref().to_string())
+            .collect();
+        let bytes = location.store.get(&m.location).await.unwrap().bytes().await;
+        out.insert(rel.join("/"), bytes.unwrap().to_vec());
+    }
+    out
+}
+
+/// Writes `contents` (as [`contents`] returns them) under `dir`.
+pub fn write_tree(contents: &BTreeMap<String, Vec<u8>>, dir: &Path) {
+    for (rel, bytes) in contents {
+        let target = dir.join(rel);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, bytes).unwrap();
+    }
 }
 
 /// Turns `&[&[&str]]` into owned sorted rows for comparisons.
