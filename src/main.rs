@@ -1,5 +1,6 @@
 //! `psync-lake`: current-state views from a Segment Profiles Sync lake.
 
+mod engine;
 mod generate;
 mod materialize;
 mod query;

@@ -6,9 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use psync_core::materialize::{MaterializeOptions, Progress, ViewReport};
-use psync_core::{EngineOptions, RunMode, RunReport, View, materialize};
-
-use crate::size::parse_size;
+use psync_core::{RunMode, RunReport, View, materialize};
 
 /// How much of the history a run recomputes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,21 +53,6 @@ pub struct Args {
     /// <table>_resolved for an event table with canonical_segment_id.
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<View>()))]
     views: Vec<View>,
-    /// Worker threads [default: all cores].
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Memory the engine may use before spilling to disk, e.g. 2G [default: unbounded].
-    #[arg(long, value_parser = parse_size)]
-    memory_limit: Option<usize>,
-    /// Folder for spill files [default: the system temp folder].
-    #[arg(long)]
-    spill_dir: Option<std::path::PathBuf>,
-    /// Never spill to disk: fail when the memory limit is reached.
-    #[arg(long, conflicts_with = "spill_dir")]
-    no_spill: bool,
-    /// Rows per batch inside the engine [default: 8192].
-    #[arg(long, hide = true)]
-    batch_size: Option<usize>,
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
@@ -87,7 +70,7 @@ pub struct Args {
     #[arg(long)]
     break_lock: bool,
     #[command(flatten)]
-    store: crate::store::StoreArgs,
+    engine: crate::engine::EngineArgs,
 }
 
 /// A spinner on stderr, only when stderr is a terminal.
@@ -115,7 +98,7 @@ impl Progress for Display {
         if let Some(bar) = &self.bar {
             bar.set_message(match name {
                 "listing" => "listing the lake and reading footers".to_string(),
-                "id_graph" => "resolving the id graph".to_string(),
+                "resolve" => "resolving the id graph".to_string(),
                 "publishing" => "publishing".to_string(),
                 "state" => "saving the incremental state".to_string(),
                 view => format!("computing and writing {view}"),
@@ -162,14 +145,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             },
         },
     };
-    let engine = EngineOptions {
-        threads: a.threads,
-        memory_limit: a.memory_limit,
-        batch_size: a.batch_size,
-        spill_dir: a.spill_dir.clone(),
-        no_spill: a.no_spill,
-        store: a.store.options(),
-    };
+    let engine = a.engine.options();
     let opts = MaterializeOptions {
         source: a.source.clone(),
         dest: a.dest.clone(),

@@ -2,9 +2,8 @@
 
 use anyhow::Context;
 use psync_core::verify::{VerifyOptions, ViewCheck, verify};
-use psync_core::{EngineOptions, View};
+use psync_core::View;
 
-use crate::size::parse_size;
 
 /// Options of `verify`.
 #[derive(Debug, clap::Args)]
@@ -18,32 +17,16 @@ pub struct Args {
     /// Views to check, comma-separated [default: all].
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<View>()))]
     views: Vec<View>,
-    /// Worker threads [default: all cores].
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Memory the engine may use before spilling to disk, e.g. 2G [default: unbounded].
-    #[arg(long, value_parser = parse_size)]
-    memory_limit: Option<usize>,
-    /// Folder for spill files [default: the system temp folder].
-    #[arg(long)]
-    spill_dir: Option<std::path::PathBuf>,
     /// Print the comparison as JSON on stdout.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    store: crate::store::StoreArgs,
+    engine: crate::engine::EngineArgs,
 }
 
 /// Runs `verify`; `Ok(false)` when some view differs.
 pub fn run(a: Args) -> anyhow::Result<bool> {
-    let engine = EngineOptions {
-        threads: a.threads,
-        memory_limit: a.memory_limit,
-        batch_size: None,
-        spill_dir: a.spill_dir.clone(),
-        no_spill: false,
-        store: a.store.options(),
-    };
+    let engine = a.engine.options();
     let opts = VerifyOptions {
         source: a.source.clone(),
         dest: a.dest.clone(),

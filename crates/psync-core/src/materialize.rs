@@ -14,7 +14,7 @@ use std::time::Instant;
 use datafusion::catalog::TableProvider;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
-use psync_lake_io::{Lake, LakeTable, Location, root_message};
+use psync_lake_io::{Lake, LakeError, LakeTable, Location, is_not_found, root_message};
 use serde::Serialize;
 
 use crate::error::{CoreError, Result};
@@ -126,7 +126,7 @@ pub struct RunReport {
 
 /// Progress notifications for a display.
 pub trait Progress: Send + Sync {
-    /// A stage started (`listing`, `id_graph`, `state`, a view name, `publishing`).
+    /// A stage started (`listing`, `resolve` (the id graph), `state`, a view name, `publishing`).
     fn stage(&self, name: &str);
     /// A view finished.
     fn view_done(&self, report: &ViewReport);
@@ -140,10 +140,13 @@ impl Progress for NoProgress {
     fn view_done(&self, _: &ViewReport) {}
 }
 
-/// A fresh run id: UTC time plus process id, sortable.
+/// A fresh run id: UTC time, process id and a counter (runs in one process
+/// within one millisecond stay apart), sortable.
 pub fn new_run_id() -> String {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!(
-        "{}-{}",
+        "{}-{}-{n}",
         chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
         std::process::id()
     )
@@ -280,7 +283,7 @@ impl Run<'_> {
     /// A full (or as-of) run: no state read or written.
     async fn full(mut self, as_of: Option<i64>) -> Result<RunReport> {
         let inputs = Inputs::new(self.ctx, self.lake).as_of(as_of);
-        self.enter("id_graph");
+        self.enter("resolve");
         let planned = match views::plan(&inputs, &self.opts.views, &mut self.warnings).await {
             Ok(p) => p,
             Err(e) => return Err(blame(self.ctx, self.lake, e).await),
@@ -349,7 +352,7 @@ impl Run<'_> {
         let only_new = Inputs::new(self.ctx, input);
         let segment_of = if consolidate { &inputs } else { &only_new };
 
-        self.enter("id_graph");
+        self.enter("resolve");
         let graph = match id_graph::build(&inputs, &mut self.warnings).await {
             Ok(g) => g,
             Err(e) => return Err(blame(self.ctx, input, e).await),
@@ -564,6 +567,12 @@ pub async fn blame(ctx: &SessionContext, lake: &Lake, error: DataFusionError) ->
         for file in table.files() {
             let single = Arc::new(table.with_files(vec![file.clone()]));
             if let Err(e) = scan(ctx, single.clone(), None).await {
+                if is_not_found(&e) {
+                    return LakeError::Vanished {
+                        file: lake.location().url_of(&file.meta.location),
+                    }
+                    .into();
+                }
                 // Name the column too, when one column alone fails.
                 let mut message = root_message(&e);
                 for field in single.schema().fields() {

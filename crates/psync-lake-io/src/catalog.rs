@@ -19,7 +19,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
 use tracing::debug;
 
-use crate::error::{LakeError, Result, root_message};
+use crate::error::{LakeError, Result, is_not_found, root_message};
 use crate::location::Location;
 use crate::schema::{FileSchema, unify};
 use crate::table::{LakeFile, LakeTable};
@@ -140,7 +140,13 @@ impl Lake {
                         .with_file_metadata_cache(Some(cache))
                         .fetch_metadata()
                         .await
-                        .map_err(|e| unreadable(&root_message(&e)))?;
+                        .map_err(|e| {
+                            if is_not_found(&e) {
+                                LakeError::Vanished { file: url.clone() }
+                            } else {
+                                unreadable(&root_message(&e))
+                            }
+                        })?;
                     let fm = md.file_metadata();
                     let schema =
                         parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())

@@ -18,12 +18,20 @@ pub enum LakeError {
     /// A Parquet file could not be opened (bad footer, truncated, not Parquet).
     #[error("{file}: not a readable Parquet file: {message}")]
     Unreadable { file: String, message: String },
+    /// A listed file was gone when it was read (deleted or replaced meanwhile).
+    #[error("{file}: vanished after the lake was listed (deleted or replaced while the run read it)")]
+    Vanished { file: String },
     /// A file's schema does not fit its table.
     #[error("{file}: {message}")]
     Schema { file: String, message: String },
     /// Any other DataFusion error.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
+}
+
+/// Whether `e` comes from an object that is not there (any more).
+pub fn is_not_found(e: &DataFusionError) -> bool {
+    matches!(e.find_root(), DataFusionError::ObjectStore(o) if matches!(**o, object_store::Error::NotFound { .. }))
 }
 
 /// Result of lake reading.

@@ -15,6 +15,6 @@ mod table;
 
 pub use adapter::CaseInsensitiveAdapterFactory;
 pub use catalog::{Lake, SPACE_PREFIXES, ensure_schema, is_space};
-pub use error::{LakeError, Result, root_message};
+pub use error::{LakeError, Result, is_not_found, root_message};
 pub use location::{Location, StoreOptions};
 pub use table::{LakeFile, LakeTable};
