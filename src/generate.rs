@@ -39,9 +39,13 @@ pub struct Args {
     /// Write seq as a decimal string instead of an integer.
     #[arg(long)]
     string_seq: bool,
-    /// Skip the identifies and tracks event tables.
+    /// Skip the event tables: identifies, tracks and the Personas space.
     #[arg(long)]
     no_events: bool,
+    /// Skip the Personas space (personas_default/: identifies, audience_entered,
+    /// audience_exited, trait_computed).
+    #[arg(long)]
+    no_personas: bool,
     /// Write the SPEC §3.5 case study (Jane Kim's two merged profiles) instead.
     #[arg(long, conflicts_with_all = ["profiles", "traits", "seed"])]
     case_study: bool,
@@ -66,6 +70,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         upper_case: a.upper_case,
         string_seq: a.string_seq,
         events: !a.no_events,
+        personas: !a.no_personas,
     };
     let t = Instant::now();
     let summary = generate(&a.dest, &opts)

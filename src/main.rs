@@ -4,6 +4,7 @@ mod engine;
 mod generate;
 mod materialize;
 mod query;
+mod report;
 mod size;
 mod store;
 mod verify;
@@ -34,6 +35,8 @@ enum Command {
     Verify(verify::Args),
     /// Write a deterministic synthetic lake (for trying things out and benchmarks).
     Generate(generate::Args),
+    /// Turn the identity health tables a run wrote under <dest>/_psync/health/ into one HTML page.
+    Report(report::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Query(args) => query::run(args).map(|()| true),
         Command::Verify(args) => verify::run(args),
         Command::Generate(args) => generate::run(args).map(|()| true),
+        Command::Report(args) => report::run(args).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

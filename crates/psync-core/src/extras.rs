@@ -53,7 +53,12 @@ pub async fn stage(x: &Extras<'_>) -> Result<(Vec<Staged>, Vec<ViewReport>)> {
     let mut staged = vec![];
     let mut reports = vec![];
 
-    let wanted: Vec<View> = x.views.iter().copied().filter(|v| v.is_personas()).collect();
+    let wanted: Vec<View> = x
+        .views
+        .iter()
+        .copied()
+        .filter(|v| v.is_personas())
+        .collect();
     let spaces = lake.spaces();
     if !wanted.is_empty() && spaces.is_empty() {
         tracing::info!("no Personas space (personas_<space>/ or engage_<space>/) under the source");

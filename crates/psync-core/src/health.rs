@@ -98,7 +98,10 @@ pub async fn compute(h: HealthInputs<'_>) -> Result<Vec<(&'static str, DataFrame
     let graph = &h.graph.df;
     let members = graph
         .clone()
-        .select(vec![col("segment_id").alias("sid"), col("canonical_segment_id").alias("c")])?
+        .select(vec![
+            col("segment_id").alias("sid"),
+            col("canonical_segment_id").alias("c"),
+        ])?
         .union(graph.clone().select(vec![
             col("canonical_segment_id").alias("sid"),
             col("canonical_segment_id").alias("c"),
@@ -140,8 +143,11 @@ pub async fn compute(h: HealthInputs<'_>) -> Result<Vec<(&'static str, DataFrame
         )?
         .with_column(
             "limit_per_profile",
-            when(col("external_id_type").eq(lit("user_id")), lit(default_limit("user_id")))
-                .otherwise(lit(default_limit("")))?,
+            when(
+                col("external_id_type").eq(lit("user_id")),
+                lit(default_limit("user_id")),
+            )
+            .otherwise(lit(default_limit("")))?,
         )?
         .cache()
         .await?;
@@ -231,11 +237,14 @@ async fn daily(inputs: &Inputs<'_>) -> Result<(DataFrame, i64, i64)> {
                 .and(col("canonical_segment_id").is_not_null()),
         )?;
     let per_day = |df: DataFrame, key: Expr, what: &str| -> Result<DataFrame> {
-        df.aggregate(vec![key.alias("k")], vec![min(col("timestamp")).alias("first")])?
-            .aggregate(
-                vec![cast(col("first"), DataType::Date32).alias("day")],
-                vec![count(lit(1)).alias(what)],
-            )
+        df.aggregate(
+            vec![key.alias("k")],
+            vec![min(col("timestamp")).alias("first")],
+        )?
+        .aggregate(
+            vec![cast(col("first"), DataType::Date32).alias("day")],
+            vec![count(lit(1)).alias(what)],
+        )
     };
     let creations = per_day(
         updates
@@ -248,7 +257,11 @@ async fn daily(inputs: &Inputs<'_>) -> Result<(DataFrame, i64, i64)> {
         updates.filter(col("segment_id").not_eq(col("canonical_segment_id")))?,
         coalesce(vec![
             col("triggering_event_id"),
-            concat(vec![col("segment_id"), lit(" > "), col("canonical_segment_id")]),
+            concat(vec![
+                col("segment_id"),
+                lit(" > "),
+                col("canonical_segment_id"),
+            ]),
         ]),
         "merges",
     )?
@@ -266,10 +279,11 @@ async fn daily(inputs: &Inputs<'_>) -> Result<(DataFrame, i64, i64)> {
         .sort(vec![col("day").sort(true, true)])?
         .cache()
         .await?;
-    let totals = one_row(daily.clone().aggregate(
-        vec![],
-        vec![sum(col("creations")), sum(col("merges"))],
-    )?)
+    let totals = one_row(
+        daily
+            .clone()
+            .aggregate(vec![], vec![sum(col("creations")), sum(col("merges"))])?,
+    )
     .await?;
     Ok((
         daily,
@@ -288,7 +302,13 @@ fn missing_recursive(graph: &IdGraph) -> Result<DataFrame> {
             col("segment_id").alias("m_sid"),
             col("canonical_segment_id").alias("points_to"),
         ])?
-        .join(graph.df.clone(), JoinType::Inner, &["m_sid"], &["segment_id"], None)?
+        .join(
+            graph.df.clone(),
+            JoinType::Inner,
+            &["m_sid"],
+            &["segment_id"],
+            None,
+        )?
         .filter(
             col("points_to")
                 .not_eq(col("canonical_segment_id"))
@@ -570,9 +590,8 @@ where
 }
 
 fn column<'b>(b: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef> {
-    b.column_by_name(name).ok_or_else(|| {
-        DataFusionError::Plan(format!("health table without column '{name}'"))
-    })
+    b.column_by_name(name)
+        .ok_or_else(|| DataFusionError::Plan(format!("health table without column '{name}'")))
 }
 
 fn ints(b: &RecordBatch, name: &str) -> Result<Int64Array> {

@@ -8,6 +8,7 @@
 //! Merges of merged profiles give chains and re-merges.
 
 mod case_study;
+mod personas;
 mod table;
 
 pub use case_study::case_study;
@@ -59,6 +60,9 @@ pub struct GenOptions {
     pub string_seq: bool,
     /// Also write `identifies` and `tracks` event tables.
     pub events: bool,
+    /// Also write a Personas space, `personas_default/` (its `identifies`,
+    /// `audience_entered`, `audience_exited` and `trait_computed`), when `events` is set.
+    pub personas: bool,
 }
 
 impl Default for GenOptions {
@@ -74,6 +78,7 @@ impl Default for GenOptions {
             upper_case: false,
             string_seq: false,
             events: true,
+            personas: true,
         }
     }
 }
@@ -118,8 +123,8 @@ fn trait_name(k: usize) -> String {
         .map_or_else(|| format!("trait_{k}"), |s| s.to_string())
 }
 
-const T0_MICROS: i64 = 1_704_067_200_000_000; // 2024-01-01T00:00:00Z
-const DAY_MICROS: i64 = 86_400_000_000;
+pub(crate) const T0_MICROS: i64 = 1_704_067_200_000_000; // 2024-01-01T00:00:00Z
+pub(crate) const DAY_MICROS: i64 = 86_400_000_000;
 const PLANS: &[&str] = &["free", "starter", "pro", "enterprise"];
 const CITIES: &[&str] = &["Lisbon", "Austin", "Osaka", "Nairobi", "Oslo", "Lima"];
 const EVENTS: &[&str] = &[
@@ -153,7 +158,7 @@ fn sid(i: u32) -> String {
     format!("sid_{i:08x}")
 }
 
-fn day_of(micros: i64) -> String {
+pub(crate) fn day_of(micros: i64) -> String {
     let days = micros.div_euclid(DAY_MICROS);
     // Civil-from-days (Howard Hinnant), enough for a folder name.
     let z = days + 719_468;
@@ -535,6 +540,10 @@ pub fn generate(dest: &Path, opts: &GenOptions) -> Result<GenSummary, GenError> 
                 .tables
                 .push((name.to_string(), buf.written, buf.files()));
         }
+    }
+    // A space's tables are event tables too: `events: false` leaves them out.
+    if opts.personas && opts.events {
+        personas::write(dest, opts, sim.now, &mut summary)?;
     }
     Ok(summary)
 }

@@ -71,7 +71,10 @@ impl View {
 
     /// The `_resolved` view of event table `table`.
     pub fn resolved(table: &str) -> View {
-        View::Resolved(intern(&format!("{}{RESOLVED_SUFFIX}", table.to_lowercase())))
+        View::Resolved(intern(&format!(
+            "{}{RESOLVED_SUFFIX}",
+            table.to_lowercase()
+        )))
     }
 
     /// Whether [`plan`] plans this view (one of the three core views).

@@ -232,13 +232,11 @@ pub fn audience_membership(inputs: &Inputs<'_>, space: &str) -> Result<DataFrame
             ],
         );
     };
-    let events = parts
-        .try_fold(first, |all, next| all.union(next))?
-        .filter(
-            col("user_id")
-                .is_not_null()
-                .and(col("audience_key").is_not_null()),
-        )?;
+    let events = parts.try_fold(first, |all, next| all.union(next))?.filter(
+        col("user_id")
+            .is_not_null()
+            .and(col("audience_key").is_not_null()),
+    )?;
     let mut latest_args = vec![col("entered")];
     latest_args.extend(order_key());
     events.aggregate(
@@ -291,10 +289,7 @@ pub fn computed_traits(inputs: &Inputs<'_>, space: &str) -> Result<DataFrame> {
                 .and(col("trait_key").is_not_null()),
         )?
         // Column names are lower-case in the lake; the keys may not be.
-        .with_column(
-            "trait_key",
-            lower(cast(ident("trait_key"), DataType::Utf8)),
-        )?;
+        .with_column("trait_key", lower(cast(ident("trait_key"), DataType::Utf8)))?;
     if traits.is_empty() {
         return rows.select(vec![col("user_id")])?.distinct();
     }

@@ -26,7 +26,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, Expr, SessionContext, coalesce, col, ident};
 use psync_lake_io::{Lake, LakeTable};
 
-use crate::inputs::{EXTERNAL_ID_MAPPING_UPDATES, ID_GRAPH_UPDATES, Inputs, PROFILE_TRAITS_UPDATES};
+use crate::inputs::{
+    EXTERNAL_ID_MAPPING_UPDATES, ID_GRAPH_UPDATES, Inputs, PROFILE_TRAITS_UPDATES,
+};
 use crate::views::id_graph;
 use crate::views::personas::project_and_limit;
 
@@ -100,9 +102,13 @@ pub fn plan(inputs: &Inputs<'_>, table: &str, graph: &id_graph::IdGraph) -> Resu
         )));
     };
     let Some(events) = inputs.whole(t.name())? else {
-        return Err(DataFusionError::Internal(format!("table '{table}' vanished")));
+        return Err(DataFusionError::Internal(format!(
+            "table '{table}' vanished"
+        )));
     };
-    let has_time = events.schema().has_column_with_unqualified_name("timestamp");
+    let has_time = events
+        .schema()
+        .has_column_with_unqualified_name("timestamp");
     let df = resolve(events, graph.df.clone())?;
     let mut sort = vec![col(CANONICAL).sort(true, true)];
     if has_time {
