@@ -280,3 +280,38 @@ fn footer_null_counts(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(path: &str) -> String {
+        let parts: Vec<String> = path.split('/').map(str::to_string).collect();
+        table_name(&parts)
+    }
+
+    #[test]
+    fn personas_space_tables_are_named_by_space_and_table() {
+        assert_eq!(name("tracks/day=2024-01-01/p.parquet"), "tracks");
+        assert_eq!(
+            name("personas_web/identifies/p.parquet"),
+            "personas_web.identifies"
+        );
+        assert_eq!(
+            name("personas_web/identifies/day=2024-01-01/p.parquet"),
+            "personas_web.identifies"
+        );
+        assert_eq!(
+            name("ENGAGE_Default/Users/p.parquet"),
+            "engage_default.users"
+        );
+        // A Hive partition or a file right under the folder: a plain table of that name.
+        assert_eq!(
+            name("personas_web/day=2024-01-01/p.parquet"),
+            "personas_web"
+        );
+        assert_eq!(name("personas_web/p.parquet"), "personas_web");
+        // The prefix alone names no space.
+        assert_eq!(name("personas_/t/p.parquet"), "personas_");
+    }
+}
