@@ -369,7 +369,8 @@ fn an_incremental_run_writes_the_same_health_as_a_full_one() {
 }
 
 /// Opens the page in headless Chromium when one is installed and keeps a
-/// screenshot under the target folder (an artifact: CI does not need Chromium).
+/// screenshot under the target folder: an artifact, never a condition (CI has
+/// no Chromium, and a Chromium that cannot start here only says so).
 fn screenshot(html: &Path) {
     let Some(browser) = ["chromium", "chromium-browser", "google-chrome"]
         .iter()
@@ -383,23 +384,37 @@ fn screenshot(html: &Path) {
     std::fs::create_dir_all(&dir).unwrap();
     let png = dir.join("health-report.png");
     let _ = std::fs::remove_file(&png);
-    let status = std::process::Command::new(browser)
+    let child = std::process::Command::new(browser)
         .args([
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
             "--hide-scrollbars",
-            "--window-size=1000,2400",
+            "--window-size=1000,2050",
             &format!("--screenshot={}", png.display()),
             &format!("file://{}", html.display()),
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(
-        status.success() && png.is_file(),
-        "Chromium could not render the page"
-    );
-    eprintln!("report screenshot: {}", png.display());
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("Chromium did not start: report screenshot skipped");
+        return;
+    };
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    if png.is_file() {
+        eprintln!("report screenshot: {}", png.display());
+    } else {
+        eprintln!("Chromium wrote no screenshot: skipped");
+    }
 }

@@ -317,9 +317,10 @@ fn daily_chart(days: &[Day]) -> Result<String, ReportError> {
             .max(1);
         let mut chart = ChartBuilder::on(root)
             .margin(12)
+            .margin_right(40)
             .x_label_area_size(36)
             .y_label_area_size(56)
-            .build_cartesian_2d(first..last + 1, 0i64..top + top / 10 + 1)
+            .build_cartesian_2d(first..last.max(first + 1), 0i64..top + top / 10 + 1)
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
@@ -355,6 +356,7 @@ fn sizes_chart(sizes: &[(i64, i64)]) -> Result<String, ReportError> {
         // what this chart is for, and they sit next to thousands of pairs.
         let mut chart = ChartBuilder::on(root)
             .margin(12)
+            .margin_right(40)
             .x_label_area_size(36)
             .y_label_area_size(56)
             .build_cartesian_2d(
@@ -368,7 +370,15 @@ fn sizes_chart(sizes: &[(i64, i64)]) -> Result<String, ReportError> {
             .light_line_style(TRANSPARENT)
             .x_desc("segment_ids per profile")
             .y_desc("profiles (log scale)")
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_labels(usize::try_from(largest - 1).unwrap_or(12).clamp(1, 12))
+            // Sizes are whole numbers: label only those.
+            .x_label_formatter(&|x| {
+                if (x - x.round()).abs() < 1e-9 {
+                    format!("{x:.0}")
+                } else {
+                    String::new()
+                }
+            })
             .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()
             .map_err(|e| e.to_string())?;
@@ -397,6 +407,7 @@ fn limits_chart(report: &Report) -> Result<String, ReportError> {
             .max(1);
         let mut chart = ChartBuilder::on(root)
             .margin(12)
+            .margin_right(40)
             .x_label_area_size(36)
             .y_label_area_size(56)
             // `a..b` segmented has a segment per value of `a..=b`.
