@@ -53,6 +53,9 @@ pub struct Args {
     /// <table>_resolved for an event table with canonical_segment_id.
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<View>()))]
     views: Vec<View>,
+    /// Do not write the identity health tables (<dest>/_psync/health/, read by `report`).
+    #[arg(long)]
+    no_health: bool,
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
@@ -161,6 +164,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             Duration::from_secs(a.stale_lock_minutes * 60)
         },
         mode,
+        health: !a.no_health,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(engine.threads())

@@ -1,9 +1,8 @@
 //! `psync-lake verify`: recompute the views in full and compare them with the published ones.
 
 use anyhow::Context;
-use psync_core::verify::{VerifyOptions, ViewCheck, verify};
 use psync_core::View;
-
+use psync_core::verify::{VerifyOptions, ViewCheck, verify};
 
 /// Options of `verify`.
 #[derive(Debug, clap::Args)]

@@ -280,6 +280,7 @@ impl ObjectStore for Faulty {
 /// The options of a full run of every view.
 fn options(source: &str, dest: &str, stale_lock_after: Duration) -> MaterializeOptions {
     MaterializeOptions {
+        health: true,
         source: source.to_string(),
         dest: dest.to_string(),
         views: View::ALL.to_vec(),
@@ -487,7 +488,7 @@ fn a_landed_file_deleted_under_a_run_is_named_and_changes_nothing() {
             "{moment}: the error names the file: {err}"
         );
         assert!(
-            err.contains("not found"),
+            err.contains("vanished after the lake was listed"),
             "{moment}: the error says why: {err}"
         );
         assert!(!err.contains('\n'), "{moment}: one line: {err}");

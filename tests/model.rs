@@ -524,6 +524,7 @@ pub(crate) fn options(
     l: &Landing,
 ) -> MaterializeOptions {
     MaterializeOptions {
+        health: true,
         source: source.display().to_string(),
         dest: dest.display().to_string(),
         views: View::ALL.to_vec(),

@@ -551,6 +551,7 @@ fn check(s: &Space, files: usize, seed: u64, batch_size: usize) -> Result<(), Te
     land(&lake, s, files, seed);
     let dest = tmp.path().join("views");
     let opts = MaterializeOptions {
+        health: true,
         source: lake.display().to_string(),
         dest: dest.display().to_string(),
         views: vec![View::Users, View::AudienceMembership],

@@ -871,7 +871,7 @@ fn a_file_deleted_between_listing_and_reading_on_s3_is_named() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains(&format!("s3://{BUCKET}/{victim}")), "{err}");
-    assert!(err.contains("not found"), "{err}");
+    assert!(err.contains("vanished after the lake was listed"), "{err}");
     assert!(!err.contains("panic"), "{err}");
     assert_eq!(
         rt().block_on(contents(&location(&ep, &format!("{prefix}-views")))),

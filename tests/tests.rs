@@ -7,6 +7,7 @@ mod case_study;
 mod faults;
 mod health;
 mod incremental;
+mod memory;
 mod model;
 mod personas;
 mod query;

@@ -151,6 +151,14 @@ struct Bench {
     input_rows: u64,
 }
 
+/// What the other systems compute: the three core views, no Personas views and no
+/// health report (which a psync-lake run adds by default).
+const CORE_ONLY: [&str; 3] = [
+    "--views",
+    "id_graph,external_id_mapping,profile_traits",
+    "--no-health",
+];
+
 fn main() {
     match run() {
         Ok(ok) => std::process::exit(if ok { 0 } else { 1 }),
@@ -351,7 +359,8 @@ impl Bench {
                     .arg(lake)
                     .arg("--dest")
                     .arg(self.dest(REFERENCE))
-                    .args(["--mode", "full", "--threads", &t, "--quiet"]),
+                    .args(["--mode", "full", "--threads", &t, "--quiet"])
+                    .args(CORE_ONLY),
                 dest: Some(self.dest(REFERENCE)),
                 note: Some(format!(
                     "materialize --mode full; rows_equal compares it with {ORACLE}"
@@ -541,6 +550,7 @@ impl Bench {
                 .arg("--dest")
                 .arg(&dest)
                 .args(["--mode", mode, "--threads", &t, "--quiet"])
+                .args(CORE_ONLY)
         };
         let name = format!("psync-lake incremental ({:.1}%)", 100.0 * delta);
         let mut entry = Entry {

@@ -42,6 +42,8 @@ pub struct Extras<'a> {
     pub staged: &'a [Staged],
     /// Cycles the id graph broke.
     pub cycles_broken: u64,
+    /// Whether to write the health tables.
+    pub health: bool,
     /// Progress display.
     pub progress: &'a dyn Progress,
 }
@@ -87,7 +89,11 @@ pub async fn stage(x: &Extras<'_>) -> Result<(Vec<Staged>, Vec<ViewReport>)> {
         reports.push(r);
     }
 
+    if !x.health {
+        return Ok((staged, reports));
+    }
     x.progress.stage("health");
+    let started = std::time::Instant::now();
     let staged_view = |view: View| -> Option<String> {
         x.staged
             .iter()
@@ -127,6 +133,10 @@ pub async fn stage(x: &Extras<'_>) -> Result<(Vec<Staged>, Vec<ViewReport>)> {
             .await?;
         staged.push(s);
     }
+    tracing::info!(
+        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+        "health tables written"
+    );
     Ok((staged, reports))
 }
 

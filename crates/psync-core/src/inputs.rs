@@ -168,7 +168,10 @@ impl<'a> Inputs<'a> {
         };
         match self.as_of {
             Some(t) if df.schema().has_column_with_unqualified_name("timestamp") => {
-                let bound = lit(ScalarValue::TimestampMicrosecond(Some(t), Some("UTC".into())));
+                let bound = lit(ScalarValue::TimestampMicrosecond(
+                    Some(t),
+                    Some("UTC".into()),
+                ));
                 let ts = col("timestamp");
                 Ok(Some(df.filter(ts.clone().is_null().or(ts.lt_eq(bound)))?))
             }

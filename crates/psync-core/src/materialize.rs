@@ -65,6 +65,8 @@ pub struct MaterializeOptions {
     pub stale_lock_after: std::time::Duration,
     /// Full, incremental or as-of.
     pub mode: RunMode,
+    /// Whether the run writes the identity health tables under `<dest>/_psync/health/`.
+    pub health: bool,
 }
 
 /// One landed table as read by a run.
@@ -626,6 +628,7 @@ impl Run<'_> {
             views: &self.opts.views,
             staged: &files,
             cycles_broken: graph.cycles_broken,
+            health: self.opts.health,
             progress: self.progress,
         };
         let (more, more_reports) = crate::extras::stage(&extras).await?;

@@ -89,12 +89,16 @@ pub fn new_context(options: &EngineOptions) -> Result<SessionContext> {
 /// of all trait updates.
 pub fn views_context(options: &EngineOptions) -> Result<SessionContext> {
     let ctx = new_context(options)?;
-    ctx.state_ref()
-        .write()
-        .config_mut()
-        .options_mut()
-        .optimizer
-        .join_reordering = false;
+    {
+        let state = ctx.state_ref();
+        let mut state = state.write();
+        let optimizer = &mut state.config_mut().options_mut().optimizer;
+        optimizer.join_reordering = false;
+        // One hash table of the graph shared by every partition, probed by the
+        // updates where they are: the updates are not repartitioned for the join.
+        optimizer.hash_join_single_partition_threshold = usize::MAX;
+        optimizer.hash_join_single_partition_threshold_rows = usize::MAX;
+    }
     Ok(ctx)
 }
 

@@ -564,7 +564,10 @@ pub(crate) fn state_columns(values: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
         return internal_err!("last_seen_merge: expected one state argument");
     };
     let Some(s) = state.as_struct_opt() else {
-        return internal_err!("last_seen_merge: expected a struct, got {}", state.data_type());
+        return internal_err!(
+            "last_seen_merge: expected a struct, got {}",
+            state.data_type()
+        );
     };
     match s.nulls().filter(|n| n.null_count() > 0) {
         None => Ok(s.columns().to_vec()),

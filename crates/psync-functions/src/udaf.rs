@@ -318,9 +318,9 @@ impl AggregateUDFImpl for LastSeenUdaf {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(LastSeenRow::new(self.modes(&arg_types(
-            args.expr_fields,
-        ))?)?))
+        Ok(Box::new(LastSeenRow::new(
+            self.modes(&arg_types(args.expr_fields))?,
+        )?))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {

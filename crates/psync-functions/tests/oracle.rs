@@ -1094,9 +1094,8 @@ async fn check_state_round_trip(seed: u64, mode: Mode) {
         )
         .await,
     );
-    let parts = format!(
-        "SELECT g, f, n, last_seen_state({value}, k1, k2) AS s FROM t GROUP BY g, f, n"
-    );
+    let parts =
+        format!("SELECT g, f, n, last_seen_state({value}, k1, k2) AS s FROM t GROUP BY g, f, n");
     let halves = format!("SELECT g, f, last_seen_merge(s) AS s FROM ({parts}) GROUP BY g, f");
     let merged = by_group(
         query(
@@ -1121,7 +1120,10 @@ async fn check_state_round_trip(seed: u64, mode: Mode) {
             ),
         )
         .await;
-        assert_eq!(&got[0], want, "{note}: ungrouped merge differs in group {g}");
+        assert_eq!(
+            &got[0], want,
+            "{note}: ungrouped merge differs in group {g}"
+        );
     }
     // A state carries each field's key with its value: never a key without a value.
     let wrong = query(
@@ -1131,7 +1133,11 @@ async fn check_state_round_trip(seed: u64, mode: Mode) {
         ),
     )
     .await;
-    assert_eq!(wrong[0][0].as_deref(), Some("0"), "{note}: key without a value");
+    assert_eq!(
+        wrong[0][0].as_deref(),
+        Some("0"),
+        "{note}: key without a value"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1152,7 +1158,12 @@ async fn stored_states_merge_to_the_one_pass_result() {
 async fn merge_rejects_what_is_not_a_state() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let rows = random_rows(&mut rng, 10, 2);
-    let ctx = context(Mode::TwoPhase, 7, None, mem_table(&mut rng, &rows, 1, 10, false));
+    let ctx = context(
+        Mode::TwoPhase,
+        7,
+        None,
+        mem_table(&mut rng, &rows, 1, 10, false),
+    );
     let err = plan_error(&ctx, "SELECT last_seen_merge(st) FROM t").await;
     assert!(err.contains("last_seen_merge"), "{err}");
 }

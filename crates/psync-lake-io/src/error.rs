@@ -19,7 +19,9 @@ pub enum LakeError {
     #[error("{file}: not a readable Parquet file: {message}")]
     Unreadable { file: String, message: String },
     /// A listed file was gone when it was read (deleted or replaced meanwhile).
-    #[error("{file}: vanished after the lake was listed (deleted or replaced while the run read it)")]
+    #[error(
+        "{file}: vanished after the lake was listed (deleted or replaced while the run read it)"
+    )]
     Vanished { file: String },
     /// A file's schema does not fit its table.
     #[error("{file}: {message}")]
