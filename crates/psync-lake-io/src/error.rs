@@ -33,7 +33,16 @@ pub enum LakeError {
 
 /// Whether `e` comes from an object that is not there (any more).
 pub fn is_not_found(e: &DataFusionError) -> bool {
-    matches!(e.find_root(), DataFusionError::ObjectStore(o) if matches!(**o, object_store::Error::NotFound { .. }))
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(o) = c.downcast_ref::<object_store::Error>() {
+            return matches!(o, object_store::Error::NotFound { .. });
+        }
+        cause = c.source();
+    }
+    // The Parquet reader reports a failed footer fetch as text only.
+    let text = e.to_string();
+    text.contains("Object at location") && text.contains("not found")
 }
 
 /// Result of lake reading.

@@ -74,12 +74,13 @@ pub fn resolve(events: DataFrame, graph: DataFrame) -> Result<DataFrame> {
     ])?;
     let mut out: Vec<Expr> = names.iter().map(ident).collect();
     out.push(coalesce(vec![col("__psync_canonical"), ident("segment_id")]).alias(CANONICAL));
-    events
+    // The graph is the build side (see `session::views_context`): events can be many.
+    graph
         .join(
-            graph,
-            JoinType::Left,
-            &["segment_id"],
+            events,
+            JoinType::Right,
             &["__psync_sid"],
+            &["segment_id"],
             None,
         )?
         .select(out)
