@@ -39,3 +39,13 @@ impl EngineArgs {
         }
     }
 }
+
+/// The tokio runtime a command runs on: one worker per engine thread.
+pub fn runtime(engine: &EngineOptions) -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(engine.threads())
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}

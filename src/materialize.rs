@@ -166,11 +166,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         mode,
         health: !a.no_health,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(engine.threads())
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = crate::engine::runtime(&engine)?;
     if a.explain {
         let text = runtime
             .block_on(psync_core::materialize::explain(&opts))

@@ -36,11 +36,7 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
         },
         engine: engine.clone(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(engine.threads())
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = crate::engine::runtime(&engine)?;
     let checks = runtime
         .block_on(verify(&opts))
         .with_context(|| format!("verify {} against {}", a.source, a.dest))?;

@@ -15,7 +15,6 @@ mod print;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
 use psync_core::{EngineOptions, locate, new_context};
 use psync_lake_io::Lake;
 
@@ -63,11 +62,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         store: a.store.options(),
         ..Default::default()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(engine.threads())
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let rt = crate::engine::runtime(&engine)?;
     let ctx = new_context(&engine)?;
     let (lake, published) = rt.block_on(async {
         let lake = Lake::open(&ctx.state(), locate(&ctx, &a.source, &engine)?).await?;

@@ -16,17 +16,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::TableType;
-use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::SessionState;
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::SessionContext;
+use datafusion::catalog::TableProvider;
+use datafusion::error::Result;
+use datafusion::prelude::{DataFrame, SessionContext};
 use psync_lake_io::Lake;
 use tokio::sync::OnceCell;
 
 use crate::inputs::{Inputs, Warnings};
+use crate::on_demand::{LazyPlan, OnDemand};
 use crate::views::id_graph::{self, IdGraph};
 use crate::views::personas::PersonasTable;
 use crate::views::resolved::ResolvedFunction;
@@ -147,16 +144,18 @@ fn register_personas(
 
 /// A view computed from the landed tables when a query scans it. The id graph
 /// is resolved once per catalog and reused by later queries.
-pub struct ViewTable {
+pub type ViewTable = OnDemand<ViewPlan>;
+
+/// How a [`ViewTable`] plans its view.
+pub struct ViewPlan {
     view: View,
     lake: Arc<Lake>,
-    schema: SchemaRef,
     graph: Arc<OnceCell<IdGraph>>,
 }
 
-impl fmt::Debug for ViewTable {
+impl fmt::Debug for ViewPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ViewTable")
+        f.debug_struct("ViewPlan")
             .field("view", &self.view)
             .finish()
     }
@@ -171,54 +170,25 @@ impl ViewTable {
             .schema()
             .inner()
             .clone();
-        Ok(ViewTable {
-            view,
-            lake,
+        Ok(OnDemand::new(
             schema,
-            graph: Arc::new(OnceCell::new()),
-        })
+            ViewPlan {
+                view,
+                lake,
+                graph: Arc::new(OnceCell::new()),
+            },
+        ))
     }
 }
 
 #[async_trait]
-impl TableProvider for ViewTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
-            return Err(DataFusionError::Internal(
-                "view scan outside a SessionState".into(),
-            ));
-        };
-        let ctx = SessionContext::new_with_state(state.clone());
-        let inputs = Inputs::new(&ctx, &self.lake);
+impl LazyPlan for ViewPlan {
+    async fn plan(&self, ctx: &SessionContext) -> Result<DataFrame> {
+        let inputs = Inputs::new(ctx, &self.lake);
         let graph = self
             .graph
             .get_or_try_init(|| async { id_graph::build(&inputs, &mut Warnings::default()).await })
             .await?;
-        let mut df = plan_view(&inputs, self.view, graph, &mut Warnings::default())?;
-        if let Some(p) = projection {
-            let names: Vec<&str> = p
-                .iter()
-                .map(|i| self.schema.field(*i).name().as_str())
-                .collect();
-            df = df.select_columns(&names)?;
-        }
-        if let Some(n) = limit {
-            df = df.limit(0, Some(n))?;
-        }
-        df.create_physical_plan().await
+        plan_view(&inputs, self.view, graph, &mut Warnings::default())
     }
 }

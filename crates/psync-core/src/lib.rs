@@ -20,6 +20,7 @@ pub mod health;
 pub mod incremental;
 pub mod inputs;
 pub mod materialize;
+pub mod on_demand;
 pub mod publish;
 pub mod session;
 pub mod verify;

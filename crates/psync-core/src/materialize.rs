@@ -312,13 +312,10 @@ impl Run<'_> {
                 planned.id_graph_rounds,
                 self.lake,
             );
-            self.record(&report).await?;
-            Ok(report)
+            self.record(report).await
         }
         .await;
-        self.publisher.cleanup().await;
-        self.publisher.unlock().await;
-        result
+        self.release(result).await
     }
 
     /// A run that reads `input` (the new files; every file when `previous` is
@@ -420,13 +417,10 @@ impl Run<'_> {
                 graph.rounds,
                 input,
             );
-            self.record(&report).await?;
-            Ok(report)
+            self.record(report).await
         }
         .await;
-        self.publisher.cleanup().await;
-        self.publisher.unlock().await;
-        result
+        self.release(result).await
     }
 
     /// Whether every view this run publishes has a published file.
@@ -538,9 +532,18 @@ impl Run<'_> {
         }
     }
 
-    async fn record(&self, report: &RunReport) -> Result<()> {
-        let json = serde_json::to_value(report).map_err(|e| CoreError::Config(e.to_string()))?;
-        self.publisher.record(&json).await
+    /// Writes the run record; returns the report.
+    async fn record(&self, report: RunReport) -> Result<RunReport> {
+        let json = serde_json::to_value(&report).map_err(|e| CoreError::Config(e.to_string()))?;
+        self.publisher.record(&json).await?;
+        Ok(report)
+    }
+
+    /// Ends a run that held the lock: its staging folder removed, the lock released.
+    async fn release(&self, result: Result<RunReport>) -> Result<RunReport> {
+        self.publisher.cleanup().await;
+        self.publisher.unlock().await;
+        result
     }
 }
 

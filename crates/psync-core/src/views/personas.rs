@@ -28,15 +28,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::TableType;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::SessionState;
 use datafusion::functions_aggregate::expr_fn::max;
 use datafusion::logical_expr::{ExprFunctionExt, cast};
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{
     DataFrame, Expr, SessionContext, col, get_field, ident, lit, lower, named_struct,
 };
@@ -44,6 +40,7 @@ use psync_lake_io::Lake;
 use psync_lake_io::schema::time_type;
 
 use crate::inputs::{ColumnKind, Inputs, Needed, Warnings, id};
+use crate::on_demand::{LazyPlan, OnDemand};
 use crate::views::View;
 use crate::views::profile_traits;
 
@@ -310,16 +307,18 @@ pub fn computed_traits(inputs: &Inputs<'_>, space: &str) -> Result<DataFrame> {
 
 /// A Personas view of one space in the SQL shell, computed from the landed
 /// tables when a query scans it (the plans only read landed tables: no id graph).
-pub struct PersonasTable {
+pub type PersonasTable = OnDemand<PersonasPlan>;
+
+/// How a [`PersonasTable`] plans its view.
+pub struct PersonasPlan {
     lake: Arc<Lake>,
     space: String,
     view: View,
-    schema: SchemaRef,
 }
 
-impl fmt::Debug for PersonasTable {
+impl fmt::Debug for PersonasPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PersonasTable")
+        f.debug_struct("PersonasPlan")
             .field("space", &self.space)
             .field("view", &self.view)
             .finish()
@@ -333,58 +332,20 @@ impl PersonasTable {
             .schema()
             .inner()
             .clone();
-        Ok(PersonasTable {
-            lake,
-            space: space.to_string(),
-            view,
+        Ok(OnDemand::new(
             schema,
-        })
+            PersonasPlan {
+                lake,
+                space: space.to_string(),
+                view,
+            },
+        ))
     }
 }
 
 #[async_trait]
-impl TableProvider for PersonasTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+impl LazyPlan for PersonasPlan {
+    async fn plan(&self, ctx: &SessionContext) -> Result<DataFrame> {
+        plan(&Inputs::new(ctx, &self.lake), &self.space, self.view)
     }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
-            return Err(DataFusionError::Internal(
-                "view scan outside a SessionState".into(),
-            ));
-        };
-        let ctx = SessionContext::new_with_state(state.clone());
-        let df = plan(&Inputs::new(&ctx, &self.lake), &self.space, self.view)?;
-        project_and_limit(df, &self.schema, projection, limit)?
-            .create_physical_plan()
-            .await
-    }
-}
-
-/// `df` with a scan's projection (indices into `schema`) and limit applied.
-pub(crate) fn project_and_limit(
-    mut df: DataFrame,
-    schema: &SchemaRef,
-    projection: Option<&Vec<usize>>,
-    limit: Option<usize>,
-) -> Result<DataFrame> {
-    if let Some(p) = projection {
-        let cols: Vec<Expr> = p.iter().map(|i| ident(schema.field(*i).name())).collect();
-        df = df.select(cols)?;
-    }
-    if let Some(n) = limit {
-        df = df.limit(0, Some(n))?;
-    }
-    Ok(df)
 }

@@ -16,21 +16,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::SessionState;
 use datafusion::logical_expr::JoinType;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, Expr, SessionContext, coalesce, col, ident};
 use psync_lake_io::{Lake, LakeTable};
 
 use crate::inputs::{
     EXTERNAL_ID_MAPPING_UPDATES, ID_GRAPH_UPDATES, Inputs, PROFILE_TRAITS_UPDATES,
 };
+use crate::on_demand::{LazyPlan, OnDemand};
 use crate::views::id_graph;
-use crate::views::personas::project_and_limit;
 
 /// The column every resolved event gains.
 pub const CANONICAL: &str = "canonical_segment_id";
@@ -174,47 +171,26 @@ impl TableFunctionImpl for ResolvedFunction {
         let Some(table) = self.lake.table(&name).filter(|t| is_event_table(t)) else {
             return Err(usage());
         };
-        Ok(Arc::new(ResolvedTable {
-            schema: resolved_schema(table),
-            table: table.clone(),
-        }))
+        Ok(Arc::new(OnDemand::new(
+            resolved_schema(table),
+            ResolvedPlan {
+                table: table.clone(),
+            },
+        )))
     }
 }
 
 /// One event table resolved, planned when scanned.
 #[derive(Debug)]
-pub struct ResolvedTable {
+pub struct ResolvedPlan {
     table: LakeTable,
-    schema: SchemaRef,
 }
 
 #[async_trait]
-impl TableProvider for ResolvedTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
-            return Err(DataFusionError::Internal(
-                "resolved() scan outside a SessionState".into(),
-            ));
-        };
-        let ctx = SessionContext::new_with_state(state.clone());
+impl LazyPlan for ResolvedPlan {
+    async fn plan(&self, ctx: &SessionContext) -> Result<DataFrame> {
         let graph = ctx.table("id_graph").await?;
         let events = ctx.read_table(Arc::new(self.table.clone()))?;
-        project_and_limit(resolve(events, graph)?, &self.schema, projection, limit)?
-            .create_physical_plan()
-            .await
+        resolve(events, graph)
     }
 }
