@@ -237,6 +237,25 @@ impl<'a> Inputs<'a> {
         df.select(exprs)
     }
 
+    /// The columns of `table` that `keep` accepts (by lower-case name), in
+    /// landed order, with their types; none when the lake has no such table.
+    pub fn columns_where(
+        &self,
+        table: &str,
+        keep: impl Fn(&str) -> bool,
+    ) -> Vec<(String, DataType)> {
+        self.lake
+            .schema_of(table)
+            .map(|s| {
+                s.fields()
+                    .iter()
+                    .filter(|f| keep(f.name()))
+                    .map(|f| (f.name().clone(), f.data_type().clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Warns about rows a view will skip because `column` is NULL, counted from
     /// the Parquet footers (no scan).
     pub fn warn_nulls(&self, table: &str, column: &str, warnings: &mut Warnings) {

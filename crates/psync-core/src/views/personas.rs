@@ -105,17 +105,7 @@ fn order_key() -> Vec<Expr> {
 
 /// The trait columns of a landed table, in landed order, with their types.
 fn traits_of(inputs: &Inputs<'_>, table: &str) -> Vec<(String, DataType)> {
-    inputs
-        .lake()
-        .schema_of(table)
-        .map(|s| {
-            s.fields()
-                .iter()
-                .filter(|f| is_trait(f.name()))
-                .map(|f| (f.name().clone(), f.data_type().clone()))
-                .collect()
-        })
-        .unwrap_or_default()
+    inputs.columns_where(table, is_trait)
 }
 
 /// `table` projected to `needed` (typed) plus `extra` columns as landed; `None`

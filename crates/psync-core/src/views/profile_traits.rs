@@ -47,17 +47,7 @@ pub fn is_trait(name: &str) -> bool {
 
 /// The trait columns of the landed table, in landed order, with their types.
 pub fn traits_of(inputs: &Inputs<'_>) -> Vec<(String, DataType)> {
-    inputs
-        .lake()
-        .schema_of(PROFILE_TRAITS_UPDATES)
-        .map(|s| {
-            s.fields()
-                .iter()
-                .filter(|f| is_trait(f.name()))
-                .map(|f| (f.name().clone(), f.data_type().clone()))
-                .collect()
-        })
-        .unwrap_or_default()
+    inputs.columns_where(PROFILE_TRAITS_UPDATES, is_trait)
 }
 
 /// The trait updates a view reads: `segment_id`, the order key, every trait.
