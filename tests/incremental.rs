@@ -24,10 +24,6 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
-use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use proptest::prelude::*;
 use psync_core::incremental::MAX_SEGMENTS;
 use psync_core::materialize::NoProgress;
@@ -334,49 +330,7 @@ fn three_batches_locally() {
 
 // ---- S3 ------------------------------------------------------------------------------
 
-const BUCKET: &str = "psync-test";
-
-/// The S3 server's endpoint; `None` (skip) outside CI, a failure under CI.
-fn s3_endpoint() -> Option<String> {
-    match std::env::var("PSYNC_S3_ENDPOINT") {
-        Ok(e) => Some(e),
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but PSYNC_S3_ENDPOINT is not: .ci/run starts the S3 server")
-        }
-        Err(_) => {
-            eprintln!("skipping: no S3 server (set PSYNC_S3_ENDPOINT, as .ci/run does)");
-            None
-        }
-    }
-}
-
-fn s3_store(endpoint: &str) -> Arc<dyn ObjectStore> {
-    Arc::new(
-        AmazonS3Builder::new()
-            .with_bucket_name(BUCKET)
-            .with_endpoint(endpoint)
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_access_key_id("test")
-            .with_secret_access_key("test")
-            .build()
-            .unwrap(),
-    )
-}
-
-/// The binary with the S3 server's settings in its environment.
-fn run_s3(endpoint: &str, args: &[&str]) -> Output {
-    std::process::Command::new(crate::util::bin())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ALLOW_HTTP", "true")
-        .output()
-        .unwrap()
-}
+use crate::s3::{BUCKET, download, run_s3, upload};
 
 fn run_s3_ok(endpoint: &str, args: &[&str]) -> Output {
     let out = run_s3(endpoint, args);
@@ -384,48 +338,15 @@ fn run_s3_ok(endpoint: &str, args: &[&str]) -> Output {
     out
 }
 
-/// Copies every file under `dir` to `prefix` in the bucket.
-async fn upload(store: &dyn ObjectStore, dir: &Path, prefix: &str) {
-    for file in walk(dir) {
-        let rel = file
-            .strip_prefix(dir)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
-        let bytes = std::fs::read(&file).unwrap();
-        store
-            .put(
-                &ObjPath::from(format!("{prefix}/{rel}")),
-                PutPayload::from(bytes),
-            )
-            .await
-            .unwrap();
-    }
-}
-
-/// Copies everything under `prefix` in the bucket to a new local folder.
-async fn download(store: &dyn ObjectStore, prefix: &str, dir: &Path) {
-    let metas: Vec<_> = store
-        .list(Some(&ObjPath::from(prefix)))
-        .try_collect()
-        .await
-        .unwrap();
-    for m in metas {
-        let rel = m.location.as_ref().strip_prefix(prefix).unwrap();
-        let target = dir.join(rel.trim_start_matches('/'));
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
-        std::fs::write(target, bytes).unwrap();
-    }
-}
-
 /// The hand-written history landed batch by batch on the S3 server: every
 /// incremental run (source and destination on S3, ETags compared) equals a full
 /// run, then the model, and `verify` over S3 finds nothing.
 #[test]
 fn three_batches_on_s3() {
-    let Some(ep) = s3_endpoint() else { return };
-    let store = s3_store(&ep);
+    let Some(ep) = crate::s3::endpoint() else {
+        return;
+    };
+    let store = crate::s3::s3(&ep);
     let rt = runtime();
     let (h, dealt) = three_batches();
     let tmp = tempfile::tempdir().unwrap();

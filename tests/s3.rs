@@ -70,7 +70,7 @@ pub(crate) fn location(endpoint: &str, prefix: &str) -> Location {
 }
 
 /// The binary with the server's settings in its environment.
-fn run_s3(endpoint: &str, args: &[&str]) -> Output {
+pub(crate) fn run_s3(endpoint: &str, args: &[&str]) -> Output {
     std::process::Command::new(crate::util::bin())
         .args(args)
         .env("AWS_ENDPOINT_URL", endpoint)
@@ -90,7 +90,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// Copies a local folder under `prefix` in the bucket.
-async fn upload(store: &dyn ObjectStore, dir: &Path, prefix: &str) {
+pub(crate) async fn upload(store: &dyn ObjectStore, dir: &Path, prefix: &str) {
     for file in crate::util::walk(dir) {
         let rel = file
             .strip_prefix(dir)
@@ -109,7 +109,7 @@ async fn upload(store: &dyn ObjectStore, dir: &Path, prefix: &str) {
 }
 
 /// Copies everything under `prefix` in the bucket into a local folder.
-async fn download(store: &dyn ObjectStore, prefix: &str, dir: &Path) {
+pub(crate) async fn download(store: &dyn ObjectStore, prefix: &str, dir: &Path) {
     let metas: Vec<_> = store
         .list(Some(&ObjPath::from(prefix)))
         .try_collect()
