@@ -163,6 +163,8 @@ impl Delta {
     /// Compares the lake as listed now with what `manifest` processed.
     pub fn between(manifest: &Manifest, lake: &Lake) -> Delta {
         let mut delta = Delta::default();
+        // Every (table, path) listed now, to find processed files that are gone.
+        let mut listed: BTreeSet<(String, String)> = BTreeSet::new();
         for table in lake.tables() {
             let before: BTreeMap<&str, &FileEntry> = manifest
                 .files
@@ -185,17 +187,9 @@ impl Delta {
                         }
                     }
                 }
+                listed.insert((table.name().to_string(), now.path));
             }
         }
-        // Processed files no longer listed.
-        let listed: BTreeSet<(String, String)> = lake
-            .tables()
-            .flat_map(|t| {
-                t.files()
-                    .iter()
-                    .map(|f| (t.name().to_string(), relative(lake.location(), f)))
-            })
-            .collect();
         for (table, entries) in &manifest.files {
             for e in entries {
                 if !listed.contains(&(table.clone(), e.path.clone())) {
@@ -211,11 +205,6 @@ impl Delta {
     /// Whether nothing landed since.
     pub fn is_empty(&self) -> bool {
         self.new.values().all(Vec::is_empty) && self.changed.is_empty()
-    }
-
-    /// New files over all tables.
-    pub fn new_files(&self) -> usize {
-        self.new.values().map(Vec::len).sum()
     }
 
     /// `lake` restricted to the new files (tables keep their schema).

@@ -326,24 +326,14 @@ impl Run<'_> {
             Some(_) => Some(Lake::open(&self.ctx.state(), state_dir).await?),
             None => None,
         };
-        let saved_table = |name: &str| -> Result<Option<datafusion::prelude::DataFrame>> {
-            match saved.as_ref().and_then(|s| s.table(name)) {
-                Some(t) => Ok(Some(self.ctx.read_table(Arc::new(t.clone()))?)),
-                None => Ok(None),
-            }
-        };
         // Everything processed so far (the saved segments) plus the new files.
         let mut inputs = Inputs::new(self.ctx, input);
         let mut segments = 0;
         for table in STATE_TABLES {
-            if let Some(rows) = saved_table(table)? {
-                inputs = inputs.with_overlay(table, rows);
+            if let Some(t) = saved.as_ref().and_then(|s| s.table(table)) {
+                inputs = inputs.with_overlay(table, self.ctx.read_table(Arc::new(t.clone()))?);
+                segments = segments.max(t.files().len());
             }
-            let count = saved
-                .as_ref()
-                .and_then(|s| s.table(table))
-                .map_or(0, |t| t.files().len());
-            segments = segments.max(count);
         }
         // A run writes a segment holding its new files compacted; once there are many,
         // it writes one segment of everything instead, which replaces them.
