@@ -177,6 +177,13 @@ fn check_batches(h: &History, l: &Landing, dealt: &Dealt) -> Result<Vec<usize>, 
             (true, _) => "incremental",
         };
         prop_assert_eq!(&report.mode, expected_mode, "batch {}", b);
+        // Every incremental run after the first patches the views it published.
+        prop_assert_eq!(
+            report.patched,
+            expected_mode == "incremental",
+            "batch {}",
+            b
+        );
         prop_assert!(
             report.warnings.iter().all(|w| !w.contains("rebuild")),
             "batch {}: {:?}",

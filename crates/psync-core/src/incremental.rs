@@ -14,11 +14,17 @@
 //! traits that won with it, found with `last_seen_state`). Winners of a union are
 //! the winners of the winners, so the segments together stand for every file
 //! processed so far, and a row that a newer segment supersedes changes nothing.
-//! A run reads the segments plus the new files, runs the unchanged view code over
-//! them (so an incremental run equals a full run on the same landed files, merges,
-//! late rows and ties included), and adds one segment: its new files compacted.
-//! Every [`MAX_SEGMENTS`] runs it writes one segment of everything instead, which
-//! replaces the others.
+//! A run adds one segment: its new files compacted. At [`MAX_SEGMENTS`] segments
+//! it merges the small ones instead (or, once they are large, everything): see
+//! [`plan_segment`].
+//!
+//! The views are patched (see `views::id_graph::patch`): only the rows the new
+//! files can change are recomputed, by the unchanged view code run over the
+//! segments plus the new files restricted to the keys involved; every other row
+//! is the published view's. So an incremental run equals a full run on the same
+//! landed files, merges, late rows and ties included. When the published views
+//! are not the ones the manifest recorded (a full or as-of run published since,
+//! or other `--views`), the views are recomputed from all the segments instead.
 //!
 //! Re-reading files a segment already holds changes nothing, so the commit order is
 //! simple: views, then segments, then the manifest. A run killed in between leaves
@@ -42,7 +48,7 @@ pub const STATE_TABLES: [&str; 3] = [
     crate::inputs::EXTERNAL_ID_MAPPING_UPDATES,
     crate::inputs::PROFILE_TRAITS_UPDATES,
 ];
-/// Segments per state table before a run consolidates them into one.
+/// Segments per state table before a run merges them (see [`plan_segment`]).
 pub const MAX_SEGMENTS: usize = 8;
 /// The manifest format this version writes and reads.
 const FORMAT: u32 = 1;
@@ -58,6 +64,14 @@ pub struct Manifest {
     pub source: String,
     /// Files per table, by path relative to the source root.
     pub files: BTreeMap<String, Vec<FileEntry>>,
+    /// The core views this run published, by view name (paths relative to the
+    /// destination). The next incremental run patches them only while each is
+    /// still this file; otherwise it recomputes the views from the saved state.
+    #[serde(default)]
+    pub views: BTreeMap<String, FileEntry>,
+    /// Merge cycles broken in the published id graph.
+    #[serde(default)]
+    pub cycles_broken: u64,
 }
 
 /// One processed landed file.
@@ -75,16 +89,21 @@ pub struct FileEntry {
 
 impl FileEntry {
     fn of(lake: &Lake, file: &LakeFile) -> FileEntry {
+        FileEntry::at(&relative(lake.location(), file), &file.meta)
+    }
+
+    /// The entry of the file at `path` (relative to its root) as `meta` describes it.
+    pub fn at(path: &str, meta: &object_store::ObjectMeta) -> FileEntry {
         FileEntry {
-            path: relative(lake.location(), file),
-            size: file.meta.size,
-            e_tag: file.meta.e_tag.clone(),
-            last_modified: file.meta.last_modified.to_rfc3339(),
+            path: path.to_string(),
+            size: meta.size,
+            e_tag: meta.e_tag.clone(),
+            last_modified: meta.last_modified.to_rfc3339(),
         }
     }
 
     /// Why `now` is not the file this entry recorded, if it is not.
-    fn changed(&self, now: &FileEntry) -> Option<String> {
+    pub fn changed(&self, now: &FileEntry) -> Option<String> {
         if self.size != now.size {
             return Some(format!("size {} -> {}", self.size, now.size));
         }
@@ -125,6 +144,8 @@ impl Manifest {
             run_id: run_id.to_string(),
             source: source.to_string(),
             files,
+            views: BTreeMap::new(),
+            cycles_broken: 0,
         }
     }
 
@@ -210,5 +231,96 @@ impl Delta {
     /// `lake` restricted to the new files (tables keep their schema).
     pub fn restrict(&self, lake: &Lake) -> Lake {
         lake.with_files(|table, _| self.new.get(table).cloned().unwrap_or_default())
+    }
+}
+
+/// What a run's new state segment of one table holds.
+#[derive(Debug, Clone)]
+pub enum Segment {
+    /// The new files only; it joins the saved segments.
+    New,
+    /// The new files and these saved segments, which it replaces.
+    Merge(Vec<LakeFile>),
+    /// Everything: it replaces every saved segment.
+    All,
+}
+
+/// Chooses a table's new segment from its saved segments: below [`MAX_SEGMENTS`]
+/// a run adds one; at [`MAX_SEGMENTS`] it merges all but the largest (work in
+/// proportion to what they hold, as with the runs that wrote them), unless
+/// together they reach half the largest: then everything, so the state stays
+/// close to its compacted size.
+pub fn plan_segment(saved: &[LakeFile]) -> Segment {
+    if saved.len() < MAX_SEGMENTS {
+        return Segment::New;
+    }
+    let mut by_size: Vec<&LakeFile> = saved.iter().collect();
+    by_size.sort_by_key(|f| std::cmp::Reverse(f.meta.size));
+    let base = by_size[0].meta.size;
+    let rest: u64 = by_size[1..].iter().map(|f| f.meta.size).sum();
+    if rest * 2 >= base {
+        Segment::All
+    } else {
+        Segment::Merge(by_size[1..].iter().map(|f| (*f).clone()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segments(sizes: &[u64]) -> Vec<LakeFile> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| LakeFile {
+                meta: object_store::ObjectMeta {
+                    location: format!("s/{i}.parquet").into(),
+                    last_modified: chrono::Utc::now(),
+                    size,
+                    e_tag: None,
+                    version: None,
+                },
+                rows: 0,
+                null_counts: BTreeMap::new(),
+                columns: vec![],
+            })
+            .collect()
+    }
+
+    fn merged(plan: Segment) -> Option<Vec<String>> {
+        match plan {
+            Segment::Merge(files) => {
+                Some(files.iter().map(|f| f.meta.location.to_string()).collect())
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn below_the_limit_a_run_adds_a_segment() {
+        assert!(matches!(
+            plan_segment(&segments(&[100; MAX_SEGMENTS - 1])),
+            Segment::New
+        ));
+        assert!(matches!(plan_segment(&[]), Segment::New));
+    }
+
+    #[test]
+    fn at_the_limit_small_segments_merge_and_the_base_stays() {
+        let mut sizes = vec![10u64; MAX_SEGMENTS];
+        sizes[3] = 1000;
+        let files = merged(plan_segment(&segments(&sizes))).expect("a merge");
+        assert_eq!(files.len(), MAX_SEGMENTS - 1);
+        assert!(!files.contains(&"s/3.parquet".to_string()));
+    }
+
+    #[test]
+    fn small_segments_as_large_as_half_the_base_merge_with_it() {
+        let mut sizes = vec![100u64; MAX_SEGMENTS];
+        sizes[0] = 2 * 100 * (MAX_SEGMENTS as u64 - 1);
+        assert!(matches!(plan_segment(&segments(&sizes)), Segment::All));
+        sizes[0] += 1;
+        assert!(merged(plan_segment(&segments(&sizes))).is_some());
     }
 }

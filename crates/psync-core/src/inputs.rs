@@ -9,6 +9,7 @@ use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::error::Result;
+use datafusion::logical_expr::JoinType;
 use datafusion::prelude::{DataFrame, Expr, SessionContext, col, ident, lit};
 use psync_lake_io::Lake;
 use psync_lake_io::schema::{SEQ_COLUMN, time_type};
@@ -110,11 +111,15 @@ impl Warnings {
 }
 
 /// Reads landed tables for the views.
+#[derive(Clone)]
 pub struct Inputs<'a> {
     ctx: &'a SessionContext,
     lake: &'a Lake,
     /// Rows read along with a table's landed rows: an incremental run's saved state.
     overlay: HashMap<String, DataFrame>,
+    /// Per table, only the rows whose key columns are among these keys' rows: an
+    /// incremental run recomputes the keys a delta touches.
+    only: HashMap<String, (DataFrame, Vec<String>)>,
     /// Only updates at or before this instant (µs since the epoch, UTC); a NULL
     /// timestamp counts as older than any.
     as_of: Option<i64>,
@@ -127,8 +132,18 @@ impl<'a> Inputs<'a> {
             ctx,
             lake,
             overlay: HashMap::new(),
+            only: HashMap::new(),
             as_of: None,
         }
+    }
+
+    /// Reads only the rows of `table` whose `columns` equal a row of `keys` (whose
+    /// columns are matched by position). `keys` should be small: it is the hash
+    /// join's build side.
+    pub fn only(mut self, table: &str, keys: DataFrame, columns: &[&str]) -> Self {
+        let columns = columns.iter().map(|c| c.to_string()).collect();
+        self.only.insert(table.to_string(), (keys, columns));
+        self
     }
 
     /// Reads `rows` (matched to the table's columns by name) as part of `table`.
@@ -166,16 +181,41 @@ impl<'a> Inputs<'a> {
             (None, Some(o)) => o.clone(),
             (None, None) => return Ok(None),
         };
-        match self.as_of {
+        let df = match self.as_of {
             Some(t) if df.schema().has_column_with_unqualified_name("timestamp") => {
                 let bound = lit(ScalarValue::TimestampMicrosecond(
                     Some(t),
                     Some("UTC".into()),
                 ));
                 let ts = col("timestamp");
-                Ok(Some(df.filter(ts.clone().is_null().or(ts.lt_eq(bound)))?))
+                df.filter(ts.clone().is_null().or(ts.lt_eq(bound)))?
             }
-            _ => Ok(Some(df)),
+            _ => df,
+        };
+        match self.only.get(table) {
+            Some((keys, columns)) => {
+                // Key columns renamed apart from the table's.
+                let renamed: Vec<String> =
+                    (0..columns.len()).map(|i| format!("__only_{i}")).collect();
+                let keys = keys.clone().select(
+                    keys.schema()
+                        .columns()
+                        .iter()
+                        .zip(&renamed)
+                        .map(|(c, r)| Expr::Column(c.clone()).alias(r))
+                        .collect::<Vec<_>>(),
+                )?;
+                let left: Vec<&str> = renamed.iter().map(String::as_str).collect();
+                let right: Vec<&str> = columns.iter().map(String::as_str).collect();
+                Ok(Some(keys.join(
+                    df,
+                    JoinType::RightSemi,
+                    &left,
+                    &right,
+                    None,
+                )?))
+            }
+            None => Ok(Some(df)),
         }
     }
 

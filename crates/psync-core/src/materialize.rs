@@ -8,19 +8,23 @@
 //!                ─► commit views, then state, then manifest ─► run record
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::catalog::TableProvider;
 use datafusion::error::DataFusionError;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, col};
+use object_store::ObjectStoreExt;
 use psync_lake_io::{Lake, LakeError, LakeTable, Location, is_not_found, root_message};
 use serde::Serialize;
 
 use crate::error::{CoreError, Result};
-use crate::incremental::{Delta, MANIFEST, MAX_SEGMENTS, Manifest, STATE_TABLES};
+use crate::incremental::{
+    Delta, FileEntry, MANIFEST, Manifest, STATE_TABLES, Segment, plan_segment,
+};
 use crate::inputs::{EXTERNAL_ID_MAPPING_UPDATES, ID_GRAPH_UPDATES, Inputs, Warnings};
-use crate::publish::{Publisher, Staged};
+use crate::publish::{Publisher, Replaces, Staged};
 use crate::session::{EngineOptions, locate, views_context};
 use crate::views::{self, View, external_id_mapping, id_graph, profile_traits};
 
@@ -124,6 +128,10 @@ pub struct RunReport {
     pub id_graph_rounds: u32,
     /// Warnings (skipped rows, missing tables, broken cycles, rebuilds).
     pub warnings: Vec<String>,
+    /// Whether this incremental run patched the previously published views (only
+    /// the rows the new files can change were recomputed) rather than recomputing
+    /// them from the saved state.
+    pub patched: bool,
 }
 
 /// Progress notifications for a display.
@@ -194,6 +202,7 @@ pub async fn materialize_at(
         warnings: Warnings::default(),
         started,
         started_at,
+        patched: false,
     };
     match &opts.mode {
         RunMode::Full => run.full(None).await,
@@ -258,6 +267,13 @@ pub async fn materialize_at(
     }
 }
 
+/// The core views as the previous incremental run published them.
+struct PublishedViews {
+    id_graph: DataFrame,
+    external_id_mapping: DataFrame,
+    profile_traits: DataFrame,
+}
+
 /// One run: what it reads, where it publishes, what it has to say.
 struct Run<'a> {
     opts: &'a MaterializeOptions,
@@ -269,6 +285,8 @@ struct Run<'a> {
     warnings: Warnings,
     started: Instant,
     started_at: String,
+    /// Whether the core views are patched (see [`RunReport::patched`]).
+    patched: bool,
 }
 
 impl Run<'_> {
@@ -320,65 +338,134 @@ impl Run<'_> {
 
     /// A run that reads `input` (the new files; every file when `previous` is
     /// `None`) plus the state `previous` describes, and saves the new state.
+    ///
+    /// When the core views published with `previous` are still in place, only the
+    /// rows the new files can change are recomputed (see `id_graph::patch`); the
+    /// rest is the published views' rows. Otherwise the views are recomputed from
+    /// the saved state plus the new files.
     async fn stateful(mut self, input: &Lake, previous: Option<&Manifest>) -> Result<RunReport> {
         let state_dir = self.publisher.dest().join(&["_psync", "state"]);
         let saved = match previous {
             Some(_) => Some(Lake::open(&self.ctx.state(), state_dir).await?),
             None => None,
         };
+        let published = match previous {
+            Some(m) => self.published_views(m).await?,
+            None => None,
+        };
         // Everything processed so far (the saved segments) plus the new files.
+        let nothing = input.with_files(|_, _| vec![]);
         let mut inputs = Inputs::new(self.ctx, input);
-        let mut segments = 0;
+        let mut saved_only = Inputs::new(self.ctx, &nothing);
         for table in STATE_TABLES {
             if let Some(t) = saved.as_ref().and_then(|s| s.table(table)) {
-                inputs = inputs.with_overlay(table, self.ctx.read_table(Arc::new(t.clone()))?);
-                segments = segments.max(t.files().len());
+                let rows = self.ctx.read_table(Arc::new(t.clone()))?;
+                inputs = inputs.with_overlay(table, rows.clone());
+                saved_only = saved_only.with_overlay(table, rows);
             }
         }
-        // A run writes a segment holding its new files compacted; once there are many,
-        // it writes one segment of everything instead, which replaces them.
-        let consolidate = saved.is_none() || segments >= MAX_SEGMENTS;
         let only_new = Inputs::new(self.ctx, input);
-        let segment_of = if consolidate { &inputs } else { &only_new };
 
         self.enter("resolve");
-        let graph = match id_graph::build(&inputs, &mut self.warnings).await {
-            Ok(g) => g,
+        let resolved = match (&published, previous) {
+            (Some(p), Some(m)) => id_graph::patch(
+                &inputs,
+                &only_new,
+                &saved_only,
+                p.id_graph.clone(),
+                m.cycles_broken,
+                &mut self.warnings,
+            )
+            .await
+            .map(|p| (p.graph, Some((p.affected, p.ends)))),
+            _ => id_graph::build(&inputs, &mut self.warnings)
+                .await
+                .map(|g| (g, None)),
+        };
+        let (graph, patch) = match resolved {
+            Ok(r) => r,
             Err(e) => return Err(blame(self.ctx, input, e).await),
         };
+        self.patched = patch.is_some();
         self.publisher.lock(self.opts.stale_lock_after).await?;
         let result = async {
             self.enter("state");
             let mut state = vec![];
             for table in STATE_TABLES {
+                let saved_table = saved.as_ref().and_then(|s| s.table(table));
+                let segment = match (&saved, saved_table) {
+                    (None, _) => Segment::All,
+                    (Some(_), None) => Segment::New,
+                    (Some(_), Some(t)) => plan_segment(t.files()),
+                };
                 let has_new = input.table(table).is_some_and(|t| !t.files().is_empty());
-                if !consolidate && !has_new {
+                if matches!(segment, Segment::New) && !has_new {
                     continue;
                 }
-                let df = match table {
-                    ID_GRAPH_UPDATES if consolidate => graph.latest.clone(),
-                    ID_GRAPH_UPDATES => id_graph::latest(segment_of, &mut self.warnings)?,
-                    EXTERNAL_ID_MAPPING_UPDATES => {
-                        external_id_mapping::compact(segment_of, &mut self.warnings)?
+                let (of, replaces) = match (&segment, saved_table) {
+                    (Segment::Merge(merged), Some(t)) => {
+                        let rows = self
+                            .ctx
+                            .read_table(Arc::new(t.with_files(merged.clone())))?;
+                        let paths = merged.iter().map(|f| f.meta.location.clone()).collect();
+                        (
+                            Inputs::new(self.ctx, input).with_overlay(table, rows),
+                            Replaces::These(paths),
+                        )
                     }
-                    _ => profile_traits::compact(segment_of, &mut self.warnings)?,
+                    (Segment::All, _) => (inputs.clone(), Replaces::All),
+                    _ => (only_new.clone(), Replaces::None),
                 };
-                let write = self.publisher.stage_state(table, df, consolidate);
+                let df = match table {
+                    ID_GRAPH_UPDATES if matches!(segment, Segment::All) => graph.latest.clone(),
+                    ID_GRAPH_UPDATES => id_graph::latest(&of, &mut self.warnings)?,
+                    EXTERNAL_ID_MAPPING_UPDATES => {
+                        external_id_mapping::compact(&of, &mut self.warnings)?
+                    }
+                    _ => profile_traits::compact(&of, &mut self.warnings)?,
+                };
+                let write = self.publisher.stage_state(table, df, replaces);
                 state.push(self.stage(write, input).await?);
             }
-            let from_state = &inputs;
             let mut planned = vec![];
             for &view in &self.opts.views {
-                let df = match view {
-                    View::IdGraph => graph.df.clone(),
-                    View::ExternalIdMapping | View::ProfileTraits => {
-                        views::plan_view(from_state, view, &graph, &mut self.warnings)?
+                let df = match (view, &patch, &published) {
+                    (View::IdGraph, _, _) => graph.df.clone(),
+                    (View::ExternalIdMapping, Some((_, ends)), Some(p)) => {
+                        external_id_mapping::patch(
+                            &inputs,
+                            &only_new,
+                            p.external_id_mapping.clone(),
+                            &graph,
+                            ends,
+                            &mut self.warnings,
+                        )
+                        .await?
+                    }
+                    (View::ProfileTraits, Some((affected, ends)), Some(p)) => {
+                        profile_traits::patch(
+                            &inputs,
+                            &only_new,
+                            p.profile_traits.clone(),
+                            &graph,
+                            affected,
+                            ends,
+                            &mut self.warnings,
+                        )
+                        .await?
+                    }
+                    (View::ExternalIdMapping | View::ProfileTraits, _, _) => {
+                        views::plan_view(&inputs, view, &graph, &mut self.warnings)?
                     }
                     // Staged by `with_extras`.
-                    View::Users
-                    | View::AudienceMembership
-                    | View::ComputedTraits
-                    | View::Resolved(_) => continue,
+                    (
+                        View::Users
+                        | View::AudienceMembership
+                        | View::ComputedTraits
+                        | View::Resolved(_),
+                        _,
+                        _,
+                    ) => continue,
                 };
                 planned.push((view, views::sorted(view, df)?));
             }
@@ -390,7 +477,9 @@ impl Run<'_> {
             // Views first, then the state, then the manifest: see `incremental`.
             self.publisher.commit(&staged_views).await?;
             self.publisher.commit(&state).await?;
-            let manifest = Manifest::of(self.lake, self.publisher.run_id(), &self.opts.source);
+            let mut manifest = Manifest::of(self.lake, self.publisher.run_id(), &self.opts.source);
+            manifest.views = self.core_view_files().await?;
+            manifest.cycles_broken = graph.cycles_broken;
             let body = serde_json::to_vec_pretty(&manifest)
                 .map_err(|e| CoreError::Config(e.to_string()))?;
             self.publisher.put_meta(&["state", MANIFEST], body).await?;
@@ -413,9 +502,83 @@ impl Run<'_> {
         self.release(result).await
     }
 
+    /// The published core views as this run leaves them, when it published all
+    /// three (else none: a view it did not publish is not the manifest's).
+    async fn core_view_files(&self) -> Result<BTreeMap<String, FileEntry>> {
+        let mut files = BTreeMap::new();
+        if !View::ALL.iter().all(|v| self.opts.views.contains(v)) {
+            return Ok(files);
+        }
+        for view in View::ALL {
+            if let Some(entry) = self.view_entry(view).await? {
+                files.insert(view.name().to_string(), entry);
+            }
+        }
+        Ok(files)
+    }
+
+    /// The published file of `view` as the store describes it now; `None` when there is none.
+    async fn view_entry(&self, view: View) -> Result<Option<FileEntry>> {
+        let dest = self.publisher.dest();
+        let path = self.publisher.view_file(view.name());
+        match dest.store.head(&path).await {
+            Ok(meta) => {
+                let relative = format!("{0}/{0}.parquet", view.name());
+                Ok(Some(FileEntry::at(&relative, &meta)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(crate::publish::publish_err(&dest.url_of(&path), e)),
+        }
+    }
+
+    /// The core views `manifest` recorded, opened for reading, when this run
+    /// publishes all three and each is still the file the manifest recorded.
+    async fn published_views(&self, manifest: &Manifest) -> Result<Option<PublishedViews>> {
+        if !View::ALL.iter().all(|v| self.opts.views.contains(v)) {
+            return Ok(None);
+        }
+        for view in View::ALL {
+            let now = self.view_entry(view).await?;
+            let same = match (manifest.views.get(view.name()), now) {
+                (Some(before), Some(now)) => before.changed(&now).is_none(),
+                _ => false,
+            };
+            if !same {
+                tracing::info!(
+                    view = view.name(),
+                    "the published view is not the saved state's: views recomputed from the state"
+                );
+                return Ok(None);
+            }
+        }
+        let dest = self.publisher.dest();
+        let read = |view: View| {
+            let url = dest.url_of(&self.publisher.view_file(view.name()));
+            let ctx = self.ctx;
+            // Published files are sorted by the view's key: merged, not re-sorted.
+            let order = view
+                .key()
+                .iter()
+                .map(|k| col(*k).sort(true, true))
+                .collect();
+            async move {
+                ctx.read_parquet(
+                    url,
+                    ParquetReadOptions::default().file_sort_order(vec![order]),
+                )
+                .await
+                .map_err(CoreError::from)
+            }
+        };
+        Ok(Some(PublishedViews {
+            id_graph: read(View::IdGraph).await?,
+            external_id_mapping: read(View::ExternalIdMapping).await?,
+            profile_traits: read(View::ProfileTraits).await?,
+        }))
+    }
+
     /// Whether every view this run publishes has a published file.
     async fn all_published(&self) -> Result<bool> {
-        use object_store::ObjectStoreExt;
         let dest = self.publisher.dest();
         let mut files = vec![];
         for &view in &self.opts.views {
@@ -519,6 +682,7 @@ impl Run<'_> {
             cycles_broken,
             id_graph_rounds,
             warnings: self.warnings.0.clone(),
+            patched: self.patched,
         }
     }
 

@@ -37,6 +37,17 @@ pub fn parquet_options() -> TableParquetOptions {
     o
 }
 
+/// Which saved state segments a new segment replaces.
+#[derive(Debug, Clone)]
+pub enum Replaces {
+    /// None: it joins them.
+    None,
+    /// Every other segment of its table.
+    All,
+    /// These.
+    These(Vec<Path>),
+}
+
 /// A destination being written by one run.
 pub struct Publisher {
     dest: Location,
@@ -55,6 +66,8 @@ pub struct Staged {
     /// Whether committing it removes every other file of its folder (a view is the
     /// only file of its folder; a state segment joins the others).
     pub replaces: bool,
+    /// Files committing it removes (the state segments it merged).
+    pub removes: Vec<Path>,
     /// Rows written.
     pub rows: u64,
 }
@@ -159,9 +172,14 @@ impl Publisher {
     }
 
     /// Runs `df` and writes it to a staging file that [`Self::commit`] moves to
-    /// `<dest>/_psync/state/<table>/<run>.parquet`, a state segment; with
-    /// `replaces`, the commit removes the table's other segments.
-    pub async fn stage_state(&self, table: &str, df: DataFrame, replaces: bool) -> Result<Staged> {
+    /// `<dest>/_psync/state/<table>/<run>.parquet`, a state segment; the commit
+    /// removes the segments it `replaces`.
+    pub async fn stage_state(
+        &self,
+        table: &str,
+        df: DataFrame,
+        replaces: Replaces,
+    ) -> Result<Staged> {
         let target = self
             .state_dir()
             .join(table)
@@ -169,7 +187,14 @@ impl Publisher {
         let mut staged = self
             .stage_to(&format!("state/{table}/{}", self.run_id), target, df)
             .await?;
-        staged.replaces = replaces;
+        match replaces {
+            Replaces::None => staged.replaces = false,
+            Replaces::All => staged.replaces = true,
+            Replaces::These(files) => {
+                staged.replaces = false;
+                staged.removes = files;
+            }
+        }
         Ok(staged)
     }
 
@@ -223,6 +248,7 @@ impl Publisher {
             target,
             rows,
             replaces: true,
+            removes: vec![],
         })
     }
 
@@ -236,6 +262,12 @@ impl Publisher {
                 .rename(&s.staging, &target)
                 .await
                 .map_err(|e| publish_err(&self.dest.url_of(&target), e))?;
+            for other in &s.removes {
+                match store.delete(other).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(publish_err(&self.dest.url_of(other), e)),
+                }
+            }
             if !s.replaces {
                 continue;
             }

@@ -108,3 +108,61 @@ pub fn finish(latest: DataFrame, id_graph: &IdGraph) -> Result<DataFrame> {
             col("timestamp"),
         ])
 }
+
+/// The view after a delta: `previous` (the published view) with the rows of every
+/// identifier that has an update in `new`, or whose previous canonical is one of
+/// `ends` (see [`id_graph::patch`](crate::views::id_graph::patch)), recomputed
+/// from `all` (saved state plus delta) over the patched graph. Unsorted.
+pub async fn patch(
+    all: &Inputs<'_>,
+    new: &Inputs<'_>,
+    previous: DataFrame,
+    graph: &IdGraph,
+    ends: &DataFrame,
+    warnings: &mut Warnings,
+) -> Result<DataFrame> {
+    let key = ["external_id_type", "external_id_value"];
+    let landed = new
+        .select(
+            EXTERNAL_ID_MAPPING_UPDATES,
+            &[id("external_id_type"), id("external_id_value")],
+            warnings,
+        )?
+        .filter(
+            col("external_id_type")
+                .is_not_null()
+                .and(col("external_id_value").is_not_null()),
+        )?;
+    let moved = ends
+        .clone()
+        .join(
+            previous.clone(),
+            JoinType::RightSemi,
+            &["sid"],
+            &["canonical_segment_id"],
+            None,
+        )?
+        .select_columns(&key)?;
+    let keys = landed
+        .union(moved)?
+        .distinct()?
+        .select(vec![
+            col("external_id_type").alias("k_type"),
+            col("external_id_value").alias("k_value"),
+        ])?
+        .cache()
+        .await?;
+    let latest = compact(
+        &all.clone()
+            .only(EXTERNAL_ID_MAPPING_UPDATES, keys.clone(), &key),
+        &mut Warnings::default(),
+    )?;
+    let kept = keys.join(
+        previous,
+        JoinType::RightAnti,
+        &["k_type", "k_value"],
+        &key,
+        None,
+    )?;
+    kept.union(finish(latest, graph)?)
+}

@@ -119,7 +119,38 @@ fn nodes(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<DataFrame> {
 /// Plans and runs the id graph resolution.
 pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGraph> {
     let nodes = nodes(inputs, warnings)?.cache().await?;
-    let edges = nodes
+    let resolved = resolve(nodes.clone(), None).await?;
+    if resolved.cycles_broken > 0 {
+        warn_cycles(resolved.cycles_broken, warnings);
+    }
+    Ok(IdGraph {
+        // Held in memory: the other views join it.
+        df: resolved.df.cache().await?,
+        latest: as_updates(nodes)?,
+        cycles_broken: resolved.cycles_broken,
+        rounds: resolved.rounds,
+    })
+}
+
+fn warn_cycles(count: u64, warnings: &mut Warnings) {
+    warnings.push(format!(
+        "{ID_GRAPH_UPDATES}: {count} merge cycles broken at their oldest edge"
+    ));
+}
+
+/// The rows of an id graph for some nodes.
+struct Resolved {
+    /// `segment_id`, `canonical_segment_id`, `timestamp`.
+    df: DataFrame,
+    cycles_broken: u64,
+    rounds: u32,
+}
+
+/// Follows every node's chain to its end. `outside`, when given, holds the
+/// final canonical of segment_ids that are not among `nodes` (`sid`,
+/// `canonical`): a chain that reaches one of them ends at its canonical.
+async fn resolve(nodes: DataFrame, outside: Option<&DataFrame>) -> Result<Resolved> {
+    let mut edges = nodes
         .clone()
         .filter(col("target").not_eq(col("segment_id")))?
         .select(vec![
@@ -128,9 +159,23 @@ pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGra
             col("seq"),
             col("timestamp"),
             col("uuid_ts"),
-        ])?
-        .cache()
-        .await?;
+        ])?;
+    if let Some(outside) = outside {
+        let end = outside.clone().select(vec![
+            col("sid").alias("o_sid"),
+            col("canonical").alias("o_end"),
+        ])?;
+        edges = edges
+            .join(end, JoinType::Left, &["ptr"], &["o_sid"], None)?
+            .select(vec![
+                col("node"),
+                coalesce(vec![col("o_end"), col("ptr")]).alias("ptr"),
+                col("seq"),
+                col("timestamp"),
+                col("uuid_ts"),
+            ])?;
+    }
+    let edges = edges.cache().await?;
 
     let mut rounds = 0;
     let jump = Jump::run(edges.clone().select_columns(&["node", "ptr"])?, &mut rounds).await?;
@@ -139,9 +184,6 @@ pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGra
     if jump.stuck > 0 {
         let breakers = break_cycles(&edges, jump.stuck_nodes()?, jump.stuck, &mut rounds).await?;
         cycles_broken = breakers.clone().count().await? as u64;
-        warnings.push(format!(
-            "{ID_GRAPH_UPDATES}: {cycles_broken} merge cycles broken at their oldest edge"
-        ));
         // Without its oldest edge each cycle is a chain ending at the breaker.
         let acyclic = edges
             .clone()
@@ -161,7 +203,6 @@ pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGra
             .union(breakers.select(vec![col("node"), col("node").alias("ptr")])?)?;
     }
 
-    let latest = as_updates(nodes.clone())?;
     let df = nodes
         .join(
             ends.select(vec![col("node"), col("ptr").alias("end")])?,
@@ -174,15 +215,152 @@ pub async fn build(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<IdGra
             col("segment_id"),
             coalesce(vec![col("end"), col("target")]).alias("canonical_segment_id"),
             col("timestamp"),
-        ])?
-        // Held in memory: the other views join it.
-        .cache()
-        .await?;
-    Ok(IdGraph {
+        ])?;
+    Ok(Resolved {
         df,
-        latest,
         cycles_broken,
         rounds,
+    })
+}
+
+/// The id graph after a delta, from the one published before it.
+pub struct Patched {
+    /// The new graph: unchanged rows plus re-resolved ones (`latest` is planned
+    /// over all the state, and runs only when used: by the health tables or a
+    /// consolidation).
+    pub graph: IdGraph,
+    /// `sid`: the segment_ids whose row was recomputed, A below.
+    pub affected: DataFrame,
+    /// `sid`: the ends whose chains the delta may have changed, E below.
+    pub ends: DataFrame,
+}
+
+/// Patches the published id graph `previous` with the id graph updates of `new`.
+///
+/// ```text
+/// C = segment_ids with an update in the delta
+/// E = C ∪ previous canonical of each of C          (the chain ends a change can reach)
+/// A = C ∪ every segment_id whose previous canonical is in E
+/// ```
+/// A chain runs inside one previous cluster (the segment_ids sharing a canonical)
+/// until its end, so a cluster none of whose nodes changed keeps every canonical.
+/// A's nodes are re-resolved from their latest updates in `all` (saved state
+/// plus delta); a chain leaving A ends at the previous canonical of the node it
+/// reaches, which is final. Cycles can only form inside A: those of the previous
+/// graph that lie in A are found again (or not), the others stand, so the count
+/// is `previous_cycles` minus A's old breakers plus A's new ones.
+pub async fn patch(
+    all: &Inputs<'_>,
+    new: &Inputs<'_>,
+    saved: &Inputs<'_>,
+    previous: DataFrame,
+    previous_cycles: u64,
+    warnings: &mut Warnings,
+) -> Result<Patched> {
+    let previous = previous
+        .select(vec![
+            col("segment_id").alias("p_sid"),
+            col("canonical_segment_id").alias("p_canonical"),
+            col("timestamp").alias("p_timestamp"),
+        ])?
+        .cache()
+        .await?;
+    let touched = nodes(new, warnings)?
+        .select(vec![col("segment_id").alias("sid")])?
+        .distinct()?
+        .cache()
+        .await?;
+    // Small sides first: they are the hash tables (see `session::views_context`).
+    let ends = touched
+        .clone()
+        .join(
+            previous.clone(),
+            JoinType::RightSemi,
+            &["sid"],
+            &["p_sid"],
+            None,
+        )?
+        .select(vec![col("p_canonical").alias("sid")])?
+        .union(touched.clone())?
+        .distinct()?
+        .cache()
+        .await?;
+    let affected = ends
+        .clone()
+        .join(
+            previous.clone(),
+            JoinType::RightSemi,
+            &["sid"],
+            &["p_canonical"],
+            None,
+        )?
+        .select(vec![col("p_sid").alias("sid")])?
+        .union(touched)?
+        .distinct()?
+        .cache()
+        .await?;
+    let unchanged = affected
+        .clone()
+        .join(
+            previous.clone(),
+            JoinType::RightAnti,
+            &["sid"],
+            &["p_sid"],
+            None,
+        )?
+        .select(vec![
+            col("p_sid").alias("segment_id"),
+            col("p_canonical").alias("canonical_segment_id"),
+            col("p_timestamp").alias("timestamp"),
+        ])?;
+    let outside = unchanged.clone().select(vec![
+        col("segment_id").alias("sid"),
+        col("canonical_segment_id").alias("canonical"),
+    ])?;
+
+    let nodes_a = nodes(
+        &all.clone()
+            .only(ID_GRAPH_UPDATES, affected.clone(), &["segment_id"]),
+        &mut Warnings::default(),
+    )?
+    .cache()
+    .await?;
+    let resolved = resolve(nodes_a.clone(), Some(&outside)).await?;
+
+    // The previous graph's breakers in A: nodes that were their own canonical
+    // although their latest update pointed elsewhere.
+    let old_nodes = nodes(
+        &saved
+            .clone()
+            .only(ID_GRAPH_UPDATES, affected.clone(), &["segment_id"]),
+        &mut Warnings::default(),
+    )?
+    .filter(col("target").not_eq(col("segment_id")))?
+    .select(vec![col("segment_id").alias("o_sid")])?;
+    let old_breakers = old_nodes
+        .join(
+            previous.filter(col("p_sid").eq(col("p_canonical")))?,
+            JoinType::Inner,
+            &["o_sid"],
+            &["p_sid"],
+            None,
+        )?
+        .count()
+        .await? as u64;
+    let cycles_broken = (previous_cycles + resolved.cycles_broken).saturating_sub(old_breakers);
+    if cycles_broken > 0 {
+        warn_cycles(cycles_broken, warnings);
+    }
+    let df = unchanged.union(resolved.df)?.cache().await?;
+    Ok(Patched {
+        graph: IdGraph {
+            df,
+            latest: latest(all, &mut Warnings::default())?,
+            cycles_broken,
+            rounds: resolved.rounds,
+        },
+        affected,
+        ends,
     })
 }
 

@@ -194,6 +194,116 @@ pub fn compact(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<DataFrame
     rows.filter(keep)?.select(out)
 }
 
+/// The view after a delta: `previous` (the published view) with the rows of
+/// every profile the delta may have changed recomputed by [`plan`] from `all`
+/// (saved state plus delta), over the patched `graph`. Unsorted.
+///
+/// ```text
+/// seeds = affected ∪ ends (id_graph::patch) ∪ segment_ids with a trait row in the delta
+/// P     = seeds ∪ their canonicals now            (profiles whose row may change)
+/// members = every segment_id whose canonical is in P, and P
+/// rows of P = plan(trait rows of members, graph of members) restricted to P
+/// ```
+/// A profile outside P keeps its canonical, its members and their trait rows,
+/// hence its row.
+pub async fn patch(
+    all: &Inputs<'_>,
+    new: &Inputs<'_>,
+    previous: DataFrame,
+    graph: &IdGraph,
+    affected: &DataFrame,
+    ends: &DataFrame,
+    warnings: &mut Warnings,
+) -> Result<DataFrame> {
+    let landed = new
+        .select(PROFILE_TRAITS_UPDATES, &[id("segment_id")], warnings)?
+        .filter(col("segment_id").is_not_null())?
+        .select(vec![col("segment_id").alias("sid")])?;
+    let seeds = affected
+        .clone()
+        .union(ends.clone())?
+        .union(landed)?
+        .distinct()?
+        .cache()
+        .await?;
+    let canonicals = seeds
+        .clone()
+        .join(
+            graph.df.clone(),
+            JoinType::Inner,
+            &["sid"],
+            &["segment_id"],
+            None,
+        )?
+        .select(vec![col("canonical_segment_id").alias("sid")])?;
+    let profiles = seeds.union(canonicals)?.distinct()?.cache().await?;
+    let members = profiles
+        .clone()
+        .join(
+            graph.df.clone(),
+            JoinType::RightSemi,
+            &["sid"],
+            &["canonical_segment_id"],
+            None,
+        )?
+        .select(vec![col("segment_id").alias("sid")])?
+        .union(profiles.clone())?
+        .distinct()?
+        .cache()
+        .await?;
+    let sub_graph = IdGraph {
+        df: members
+            .clone()
+            .join(
+                graph.df.clone(),
+                JoinType::RightSemi,
+                &["sid"],
+                &["segment_id"],
+                None,
+            )?
+            .cache()
+            .await?,
+        latest: graph.latest.clone(),
+        cycles_broken: 0,
+        rounds: 0,
+    };
+    let traits = traits_of(all);
+    let recomputed = profiles.clone().join(
+        plan(
+            &all.clone()
+                .only(PROFILE_TRAITS_UPDATES, members, &["segment_id"]),
+            &sub_graph,
+            &mut Warnings::default(),
+        )?,
+        JoinType::RightSemi,
+        &["sid"],
+        &["canonical_segment_id"],
+        None,
+    )?;
+    // The previous rows, in this run's columns (a trait new in the delta is NULL
+    // in every row it did not touch).
+    let have = previous.schema().clone();
+    let mut columns = vec![col("canonical_segment_id")];
+    for (t, data_type) in &traits {
+        columns.push(match have.field_with_unqualified_name(t) {
+            Ok(f) if f.data_type() == data_type => ident(t),
+            Ok(_) => cast(ident(t), data_type.clone()).alias(t),
+            Err(_) => lit(ScalarValue::try_from(data_type)?).alias(t),
+        });
+    }
+    columns.push(col("merged_to"));
+    let kept = profiles
+        .join(
+            previous,
+            JoinType::RightAnti,
+            &["sid"],
+            &["canonical_segment_id"],
+            None,
+        )?
+        .select(columns)?;
+    kept.union(recomputed)
+}
+
 /// The type an order-key column is read as.
 fn order_type(column: &str) -> DataType {
     match column {
