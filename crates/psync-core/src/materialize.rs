@@ -366,6 +366,15 @@ impl Run<'_> {
         }
         let only_new = Inputs::new(self.ctx, input);
 
+        if published.is_some() {
+            // A patch reads few rows of large state files: the key columns first,
+            // the rest only for the rows the joins' dynamic filters let through.
+            let state = self.ctx.state_ref();
+            let mut state = state.write();
+            let parquet = &mut state.config_mut().options_mut().execution.parquet;
+            parquet.pushdown_filters = true;
+            parquet.reorder_filters = true;
+        }
         self.enter("resolve");
         let resolved = match (&published, previous) {
             (Some(p), Some(m)) => id_graph::patch(
@@ -390,7 +399,7 @@ impl Run<'_> {
         self.publisher.lock(self.opts.stale_lock_after).await?;
         let result = async {
             self.enter("state");
-            let mut state = vec![];
+            let mut state_jobs = vec![];
             for table in STATE_TABLES {
                 let saved_table = saved.as_ref().and_then(|s| s.table(table));
                 let segment = match (&saved, saved_table) {
@@ -424,25 +433,21 @@ impl Run<'_> {
                     }
                     _ => profile_traits::compact(&of, &mut self.warnings)?,
                 };
-                let write = self.publisher.stage_state(table, df, replaces);
-                state.push(self.stage(write, input).await?);
+                state_jobs.push(self.publisher.stage_state(table, df, replaces));
             }
-            let mut planned = vec![];
-            for &view in &self.opts.views {
-                let df = match (view, &patch, &published) {
-                    (View::IdGraph, _, _) => graph.df.clone(),
-                    (View::ExternalIdMapping, Some((_, ends)), Some(p)) => {
+            let patched_views = match (&patch, &published) {
+                (Some((affected, ends)), Some(p)) => {
+                    // Independent small queries: planned (their key sets found) at once.
+                    let (mut w1, mut w2) = (Warnings::default(), Warnings::default());
+                    let both = futures::try_join!(
                         external_id_mapping::patch(
                             &inputs,
                             &only_new,
                             p.external_id_mapping.clone(),
                             &graph,
                             ends,
-                            &mut self.warnings,
-                        )
-                        .await?
-                    }
-                    (View::ProfileTraits, Some((affected, ends)), Some(p)) => {
+                            &mut w1,
+                        ),
                         profile_traits::patch(
                             &inputs,
                             &only_new,
@@ -450,11 +455,21 @@ impl Run<'_> {
                             &graph,
                             affected,
                             ends,
-                            &mut self.warnings,
-                        )
-                        .await?
-                    }
-                    (View::ExternalIdMapping | View::ProfileTraits, _, _) => {
+                            &mut w2,
+                        ),
+                    )?;
+                    self.warnings.0.extend(w1.0.into_iter().chain(w2.0));
+                    Some(both)
+                }
+                _ => None,
+            };
+            let mut planned = vec![];
+            for &view in &self.opts.views {
+                let df = match (view, &patched_views) {
+                    (View::IdGraph, _) => graph.df.clone(),
+                    (View::ExternalIdMapping, Some((e, _))) => e.clone(),
+                    (View::ProfileTraits, Some((_, t))) => t.clone(),
+                    (View::ExternalIdMapping | View::ProfileTraits, None) => {
                         views::plan_view(&inputs, view, &graph, &mut self.warnings)?
                     }
                     // Staged by `with_extras`.
@@ -464,12 +479,24 @@ impl Run<'_> {
                         | View::ComputedTraits
                         | View::Resolved(_),
                         _,
-                        _,
                     ) => continue,
                 };
                 planned.push((view, views::sorted(view, df)?));
             }
-            let (staged_views, reports) = self.stage_views_from(planned, input).await?;
+            let state_jobs = state_jobs.into_iter().map(|job| self.stage(job, input));
+            let (state, (staged_views, reports)) = if self.patched {
+                // Small queries each: together they keep the cores busy.
+                futures::try_join!(
+                    futures::future::try_join_all(state_jobs),
+                    self.stage_views_from(planned, input, true),
+                )?
+            } else {
+                let mut state = vec![];
+                for job in state_jobs {
+                    state.push(job.await?);
+                }
+                (state, self.stage_views_from(planned, input, false).await?)
+            };
             let (staged_views, reports) = self
                 .with_extras((staged_views, reports), &graph, None)
                 .await?;
@@ -618,37 +645,61 @@ impl Run<'_> {
         &self,
         planned: Vec<(View, datafusion::prelude::DataFrame)>,
     ) -> Result<(Vec<Staged>, Vec<ViewReport>)> {
-        self.stage_views_from(planned, self.lake).await
+        self.stage_views_from(planned, self.lake, false).await
     }
 
-    /// Runs and stages every view, reporting each as it is done.
+    /// Runs and stages every view, reporting each as it is done; `together`
+    /// runs them at once (a patch's views are small queries that leave cores idle
+    /// alone; a full run's are large and take their turns within the memory limit).
     async fn stage_views_from(
         &self,
         planned: Vec<(View, datafusion::prelude::DataFrame)>,
         input: &Lake,
+        together: bool,
     ) -> Result<(Vec<Staged>, Vec<ViewReport>)> {
-        let mut staged = vec![];
-        let mut reports = vec![];
-        for (view, df) in planned {
-            self.enter(view.name());
-            let t = Instant::now();
-            let s = self
-                .stage(self.publisher.stage(view.name(), df), input)
-                .await?;
-            let report = ViewReport {
-                view: view.name().to_string(),
-                rows: s.rows,
-                file: self
-                    .publisher
-                    .dest()
-                    .url_of(&self.publisher.view_file(view.name())),
-                seconds: t.elapsed().as_secs_f64(),
-            };
-            self.progress.view_done(&report);
-            reports.push(report);
-            staged.push(s);
-        }
-        Ok((staged, reports))
+        let done = if together {
+            for (view, _) in &planned {
+                self.enter(view.name());
+            }
+            futures::future::try_join_all(
+                planned
+                    .into_iter()
+                    .map(|(view, df)| self.stage_view(view, df, input)),
+            )
+            .await?
+        } else {
+            let mut done = vec![];
+            for (view, df) in planned {
+                self.enter(view.name());
+                done.push(self.stage_view(view, df, input).await?);
+            }
+            done
+        };
+        Ok(done.into_iter().unzip())
+    }
+
+    /// Runs and stages one view.
+    async fn stage_view(
+        &self,
+        view: View,
+        df: DataFrame,
+        input: &Lake,
+    ) -> Result<(Staged, ViewReport)> {
+        let t = Instant::now();
+        let s = self
+            .stage(self.publisher.stage(view.name(), df), input)
+            .await?;
+        let report = ViewReport {
+            view: view.name().to_string(),
+            rows: s.rows,
+            file: self
+                .publisher
+                .dest()
+                .url_of(&self.publisher.view_file(view.name())),
+            seconds: t.elapsed().as_secs_f64(),
+        };
+        self.progress.view_done(&report);
+        Ok((s, report))
     }
 
     fn report(

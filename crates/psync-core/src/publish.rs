@@ -28,12 +28,33 @@ use crate::error::{CoreError, Result};
 /// Rows per row group: small enough for readers to parallelise, large enough to compress well.
 pub const ROW_GROUP_ROWS: usize = 256 * 1024;
 
-/// The Parquet settings of every published file (SPEC §5).
+/// Columns of the published files whose values are (nearly) all distinct. A
+/// dictionary does not pay for them: the writer would fill one, overflow it and
+/// fall back to plain pages, slower and larger than plain pages from the start.
+pub const DISTINCT_COLUMNS: &[&str] = &[
+    "segment_id",
+    "canonical_segment_id",
+    "merged_to",
+    "external_id_value",
+    "external_id_hash",
+    "timestamp",
+];
+
+/// The Parquet settings of every published file (SPEC §5): zstd at level 1
+/// (levels 1 and 3 give files within 2% of each other here; level 1 writes
+/// faster), row groups of [`ROW_GROUP_ROWS`], no dictionary for [`DISTINCT_COLUMNS`].
 pub fn parquet_options() -> TableParquetOptions {
     let mut o = TableParquetOptions::default();
-    o.global.compression = Some("zstd(3)".into());
+    o.global.compression = Some("zstd(1)".into());
     o.global.max_row_group_size = ROW_GROUP_ROWS;
     o.global.allow_single_file_parallelism = true;
+    for column in DISTINCT_COLUMNS {
+        let options = o
+            .column_specific_options
+            .entry(column.to_string())
+            .or_default();
+        options.dictionary_enabled = Some(false);
+    }
     o
 }
 

@@ -156,7 +156,25 @@ pub async fn patch(
         &all.clone()
             .only(EXTERNAL_ID_MAPPING_UPDATES, keys.clone(), &key),
         &mut Warnings::default(),
-    )?;
+    )?
+    .cache()
+    .await?;
+    // The graph rows of those identifiers' segment_ids: a small hash table.
+    let owners = latest
+        .clone()
+        .select(vec![col("segment_id").alias("o_sid")])?
+        .distinct()?
+        .join(
+            graph.df.clone(),
+            JoinType::RightSemi,
+            &["o_sid"],
+            &["segment_id"],
+            None,
+        )?;
+    let sub_graph = IdGraph {
+        df: owners,
+        ..IdGraph::empty(all.ctx())?
+    };
     let kept = keys.join(
         previous,
         JoinType::RightAnti,
@@ -164,5 +182,5 @@ pub async fn patch(
         &key,
         None,
     )?;
-    kept.union(finish(latest, graph)?)
+    kept.union(finish(latest, &sub_graph)?)
 }
