@@ -329,22 +329,47 @@ fn views_another_run_published_are_recomputed_then_patched_again() {
     let (record, _) = incremental(&lake, &inc, &[]);
     assert_eq!(record["mode"], "full");
     land_file(&lake, &h, &dealt, 1, &mut landed);
-    run_ok(&["materialize", "--source", s(&lake), "--dest", s(&inc), "--quiet"]);
+    run_ok(&[
+        "materialize",
+        "--source",
+        s(&lake),
+        "--dest",
+        s(&inc),
+        "--quiet",
+    ]);
     land_file(&lake, &h, &dealt, 2, &mut landed);
     let (record, _) = incremental(&lake, &inc, &[]);
     assert_eq!(record["mode"], "incremental");
-    assert_eq!(record["patched"], false, "the views were not the manifest's");
+    assert_eq!(
+        record["patched"], false,
+        "the views were not the manifest's"
+    );
     assert_eq!(views(&inc), full_views(&lake, tmp.path()));
 
     // Another file, an incremental run of one view, then of all three.
     let extra = lake.join("profile_traits_updates").join("late.parquet");
-    std::fs::copy(walk(&lake.join("profile_traits_updates"))[0].clone(), &extra).unwrap();
+    std::fs::copy(
+        walk(&lake.join("profile_traits_updates"))[0].clone(),
+        &extra,
+    )
+    .unwrap();
     let (record, _) = incremental(&lake, &inc, &["--views", "id_graph"]);
     assert_eq!(record["patched"], false, "not all three views");
-    std::fs::copy(&extra, lake.join("profile_traits_updates").join("later.parquet")).unwrap();
+    std::fs::copy(
+        &extra,
+        lake.join("profile_traits_updates").join("later.parquet"),
+    )
+    .unwrap();
     let (record, _) = incremental(&lake, &inc, &[]);
-    assert_eq!(record["patched"], false, "profile_traits was not published last time");
-    std::fs::copy(&extra, lake.join("profile_traits_updates").join("latest.parquet")).unwrap();
+    assert_eq!(
+        record["patched"], false,
+        "profile_traits was not published last time"
+    );
+    std::fs::copy(
+        &extra,
+        lake.join("profile_traits_updates").join("latest.parquet"),
+    )
+    .unwrap();
     let (record, _) = incremental(&lake, &inc, &[]);
     assert_eq!(record["patched"], true);
     assert_eq!(views(&inc), full_views(&lake, tmp.path()));

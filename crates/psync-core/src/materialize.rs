@@ -366,15 +366,9 @@ impl Run<'_> {
         }
         let only_new = Inputs::new(self.ctx, input);
 
-        if published.is_some() {
-            // A patch reads few rows of large state files: the key columns first,
-            // the rest only for the rows the joins' dynamic filters let through.
-            let state = self.ctx.state_ref();
-            let mut state = state.write();
-            let parquet = &mut state.config_mut().options_mut().execution.parquet;
-            parquet.pushdown_filters = true;
-            parquet.reorder_filters = true;
-        }
+        // A patch reads few rows of large state files: the key columns first, the
+        // rest only for the rows the joins' dynamic filters let through.
+        self.late_materialization(published.is_some());
         self.enter("resolve");
         let resolved = match (&published, previous) {
             (Some(p), Some(m)) => id_graph::patch(
@@ -604,6 +598,16 @@ impl Run<'_> {
         }))
     }
 
+    /// Whether scans evaluate filters (joins' dynamic filters included) inside
+    /// the Parquet reader, decoding the other columns only for the rows that pass.
+    fn late_materialization(&self, on: bool) {
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        let parquet = &mut state.config_mut().options_mut().execution.parquet;
+        parquet.pushdown_filters = on;
+        parquet.reorder_filters = on;
+    }
+
     /// Whether every view this run publishes has a published file.
     async fn all_published(&self) -> Result<bool> {
         let dest = self.publisher.dest();
@@ -826,6 +830,8 @@ impl Run<'_> {
         as_of: Option<i64>,
     ) -> Result<(Vec<Staged>, Vec<ViewReport>)> {
         let (mut files, mut reports) = staged;
+        // Whole tables: no filter to push into their scans.
+        self.late_materialization(false);
         // Every landed file whatever the mode: these are recomputed in full.
         let inputs = Inputs::new(self.ctx, self.lake).as_of(as_of);
         let extras = crate::extras::Extras {
