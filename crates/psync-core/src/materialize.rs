@@ -4,8 +4,11 @@
 //! full:        Lake::open (list + footers) ─► views::plan (id graph resolved) ─► stage each view
 //!                ─► commit (renames) ─► run record
 //! incremental: Lake::open ─► manifest: which files are new ─► new files ∪ saved state
-//!                ─► id graph ─► stage state ─► views from the staged state ─► stage each view
-//!                ─► commit views, then state, then manifest ─► run record
+//!                ─► published views still the manifest's?
+//!                     yes: patch them (id_graph::patch: only the keys the new files reach)
+//!                     no:  views over saved state ∪ new files
+//!                ─► stage the new state segment and the views (together when patching)
+//!                ─► commit views, then state, then manifest (with the views' files) ─► run record
 //! ```
 
 use std::collections::BTreeMap;

@@ -8,7 +8,7 @@
 
 use datafusion::error::Result;
 use datafusion::logical_expr::JoinType;
-use datafusion::prelude::{DataFrame, coalesce, col, concat, get_field, lit, named_struct};
+use datafusion::prelude::{DataFrame, coalesce, col, concat, get_field, ident, lit, named_struct};
 
 use crate::functions::sha1_hex;
 use crate::inputs::{
@@ -175,12 +175,22 @@ pub async fn patch(
         df: owners,
         ..IdGraph::empty(all.ctx())?
     };
-    let kept = keys.join(
-        previous,
-        JoinType::RightAnti,
-        &["k_type", "k_value"],
-        &key,
-        None,
-    )?;
-    kept.union(finish(latest, &sub_graph)?)
+    let recomputed = finish(latest, &sub_graph)?;
+    // The published rows by name, in the view's column order.
+    let columns: Vec<String> = recomputed
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let kept = keys
+        .join(
+            previous,
+            JoinType::RightAnti,
+            &["k_type", "k_value"],
+            &key,
+            None,
+        )?
+        .select(columns.iter().map(ident).collect::<Vec<_>>())?;
+    kept.union(recomputed)
 }
