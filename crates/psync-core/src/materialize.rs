@@ -432,67 +432,79 @@ impl Run<'_> {
                 };
                 state_jobs.push(self.publisher.stage_state(table, df, replaces));
             }
-            let patched_views = match (&patch, &published) {
+            let (state, (staged_views, reports)) = match (&patch, &published) {
                 (Some((affected, ends)), Some(p)) => {
-                    // Independent small queries: planned (their key sets found) at once.
+                    // Small queries each: all at once keep the cores busy. The id
+                    // graph is written while the other two views find their keys.
+                    self.enter(View::IdGraph.name());
+                    let id_graph_view = self.stage_view(
+                        View::IdGraph,
+                        views::sorted(View::IdGraph, graph.df.clone())?,
+                        input,
+                    );
                     let (mut w1, mut w2) = (Warnings::default(), Warnings::default());
-                    let both = futures::try_join!(
-                        external_id_mapping::patch(
-                            &inputs,
-                            &only_new,
-                            p.external_id_mapping.clone(),
-                            &graph,
-                            ends,
-                            &mut w1,
-                        ),
-                        profile_traits::patch(
-                            &inputs,
-                            &only_new,
-                            p.profile_traits.clone(),
-                            &graph,
-                            affected,
-                            ends,
-                            &mut w2,
-                        ),
+                    let others = async {
+                        let (e, t) = futures::try_join!(
+                            external_id_mapping::patch(
+                                &inputs,
+                                &only_new,
+                                p.external_id_mapping.clone(),
+                                &graph,
+                                ends,
+                                &mut w1,
+                            ),
+                            profile_traits::patch(
+                                &inputs,
+                                &only_new,
+                                p.profile_traits.clone(),
+                                &graph,
+                                affected,
+                                ends,
+                                &mut w2,
+                            ),
+                        )?;
+                        let planned = vec![
+                            (
+                                View::ExternalIdMapping,
+                                views::sorted(View::ExternalIdMapping, e)?,
+                            ),
+                            (View::ProfileTraits, views::sorted(View::ProfileTraits, t)?),
+                        ];
+                        self.stage_views_from(planned, input, true).await
+                    };
+                    let state_jobs = state_jobs.into_iter().map(|job| self.stage(job, input));
+                    let (state, first, (mut staged, mut reports)) = futures::try_join!(
+                        futures::future::try_join_all(state_jobs),
+                        id_graph_view,
+                        others,
                     )?;
                     self.warnings.0.extend(w1.0.into_iter().chain(w2.0));
-                    Some(both)
+                    staged.insert(0, first.0);
+                    reports.insert(0, first.1);
+                    (state, (staged, reports))
                 }
-                _ => None,
-            };
-            let mut planned = vec![];
-            for &view in &self.opts.views {
-                let df = match (view, &patched_views) {
-                    (View::IdGraph, _) => graph.df.clone(),
-                    (View::ExternalIdMapping, Some((e, _))) => e.clone(),
-                    (View::ProfileTraits, Some((_, t))) => t.clone(),
-                    (View::ExternalIdMapping | View::ProfileTraits, None) => {
-                        views::plan_view(&inputs, view, &graph, &mut self.warnings)?
+                _ => {
+                    let mut planned = vec![];
+                    for &view in &self.opts.views {
+                        let df = match view {
+                            View::IdGraph => graph.df.clone(),
+                            View::ExternalIdMapping | View::ProfileTraits => {
+                                views::plan_view(&inputs, view, &graph, &mut self.warnings)?
+                            }
+                            // Staged by `with_extras`.
+                            View::Users
+                            | View::AudienceMembership
+                            | View::ComputedTraits
+                            | View::Resolved(_) => continue,
+                        };
+                        planned.push((view, views::sorted(view, df)?));
                     }
-                    // Staged by `with_extras`.
-                    (
-                        View::Users
-                        | View::AudienceMembership
-                        | View::ComputedTraits
-                        | View::Resolved(_),
-                        _,
-                    ) => continue,
-                };
-                planned.push((view, views::sorted(view, df)?));
-            }
-            let state_jobs = state_jobs.into_iter().map(|job| self.stage(job, input));
-            let (state, (staged_views, reports)) = if self.patched {
-                // Small queries each: together they keep the cores busy.
-                futures::try_join!(
-                    futures::future::try_join_all(state_jobs),
-                    self.stage_views_from(planned, input, true),
-                )?
-            } else {
-                let mut state = vec![];
-                for job in state_jobs {
-                    state.push(job.await?);
+                    let mut state = vec![];
+                    for job in state_jobs {
+                        state.push(self.stage(job, input).await?);
+                    }
+                    (state, self.stage_views_from(planned, input, false).await?)
                 }
-                (state, self.stage_views_from(planned, input, false).await?)
             };
             let (staged_views, reports) = self
                 .with_extras((staged_views, reports), &graph, None)
