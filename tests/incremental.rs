@@ -375,6 +375,94 @@ fn views_another_run_published_are_recomputed_then_patched_again() {
     assert_eq!(views(&inc), full_views(&lake, tmp.path()));
 }
 
+/// A large first segment and many small ones: at `MAX_SEGMENTS` the small ones merge
+/// into one and the first stays as it was; the views equal a full run's throughout.
+#[test]
+fn small_segments_merge_and_the_large_one_stays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let all = tmp.path().join("all");
+    run_ok(&[
+        "generate",
+        "--dest",
+        s(&all),
+        "--profiles",
+        "1500",
+        "--traits",
+        "3",
+        "--rows-per-file",
+        "150",
+        "--no-events",
+        "--seed",
+        "7",
+    ]);
+    // The newest files of every table are held back, to land one per run.
+    let lake = tmp.path().join("lake");
+    let mut held: Vec<Vec<PathBuf>> = vec![];
+    for table in [
+        "id_graph_updates",
+        "external_id_mapping_updates",
+        "profile_traits_updates",
+    ] {
+        let mut files = walk(&all.join(table));
+        files.sort();
+        let split = files.len() - MAX_SEGMENTS;
+        for (i, f) in files.iter().enumerate() {
+            let to = lake.join(f.strip_prefix(&all).unwrap());
+            if i < split {
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::copy(f, &to).unwrap();
+            }
+        }
+        held.push(files[split..].to_vec());
+    }
+    let dest = tmp.path().join("dest");
+    incremental(&lake, &dest, &[]);
+    let state = dest.join("_psync/state/profile_traits_updates");
+    let first = walk(&state);
+    assert_eq!(first.len(), 1);
+    for run in 0..MAX_SEGMENTS {
+        for files in &held {
+            let f = &files[run];
+            let to = lake.join(f.strip_prefix(&all).unwrap());
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(f, &to).unwrap();
+        }
+        let (record, _) = incremental(&lake, &dest, &[]);
+        assert_eq!(record["patched"], true, "run {run}");
+        let segments = walk(&state);
+        if run + 1 < MAX_SEGMENTS {
+            assert_eq!(segments.len(), run + 2, "run {run}: one segment more");
+        } else {
+            // The eighth run found 8 segments: the 7 small ones and its new files merged.
+            assert_eq!(segments.len(), 2, "run {run}: {segments:?}");
+            assert!(segments.contains(&first[0]), "the large segment stays");
+        }
+    }
+    assert_eq!(views(&dest), full_views(&lake, tmp.path()));
+    // A full run publishes over the views, so the next incremental run recomputes
+    // them from the whole state: the merged segment must hold all it replaced.
+    run_ok(&[
+        "materialize",
+        "--source",
+        s(&lake),
+        "--dest",
+        s(&dest),
+        "--quiet",
+    ]);
+    for files in &held {
+        let f = &files[0];
+        std::fs::copy(
+            f,
+            lake.join(f.strip_prefix(&all).unwrap())
+                .with_extension("again.parquet"),
+        )
+        .unwrap();
+    }
+    let (record, _) = incremental(&lake, &dest, &[]);
+    assert_eq!(record["patched"], false);
+    assert_eq!(views(&dest), full_views(&lake, tmp.path()));
+}
+
 /// The hand-written history through the binary on local disk, before the same on S3.
 #[test]
 fn three_batches_locally() {

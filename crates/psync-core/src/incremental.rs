@@ -248,16 +248,17 @@ pub enum Segment {
 /// Chooses a table's new segment from its saved segments: below [`MAX_SEGMENTS`]
 /// a run adds one; at [`MAX_SEGMENTS`] it merges all but the largest (work in
 /// proportion to what they hold, as with the runs that wrote them), unless
-/// together they reach half the largest: then everything, so the state stays
+/// together they reach half the largest (in rows): then everything, so the state stays
 /// close to its compacted size.
 pub fn plan_segment(saved: &[LakeFile]) -> Segment {
     if saved.len() < MAX_SEGMENTS {
         return Segment::New;
     }
+    // Rows (from the footers), not bytes: a small file's bytes are mostly footer.
     let mut by_size: Vec<&LakeFile> = saved.iter().collect();
-    by_size.sort_by_key(|f| std::cmp::Reverse(f.meta.size));
-    let base = by_size[0].meta.size;
-    let rest: u64 = by_size[1..].iter().map(|f| f.meta.size).sum();
+    by_size.sort_by_key(|f| std::cmp::Reverse(f.rows));
+    let base = by_size[0].rows;
+    let rest: u64 = by_size[1..].iter().map(|f| f.rows).sum();
     if rest * 2 >= base {
         Segment::All
     } else {
@@ -269,19 +270,18 @@ pub fn plan_segment(saved: &[LakeFile]) -> Segment {
 mod tests {
     use super::*;
 
-    fn segments(sizes: &[u64]) -> Vec<LakeFile> {
-        sizes
-            .iter()
+    fn segments(rows: &[u64]) -> Vec<LakeFile> {
+        rows.iter()
             .enumerate()
-            .map(|(i, &size)| LakeFile {
+            .map(|(i, &n)| LakeFile {
                 meta: object_store::ObjectMeta {
                     location: format!("s/{i}.parquet").into(),
                     last_modified: chrono::Utc::now(),
-                    size,
+                    size: 1000,
                     e_tag: None,
                     version: None,
                 },
-                rows: 0,
+                rows: n,
                 null_counts: BTreeMap::new(),
                 columns: vec![],
             })
