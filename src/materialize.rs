@@ -198,17 +198,29 @@ fn print_summary(r: &RunReport) {
         );
         return;
     }
-    eprintln!("{:<30} {:>8} {:>14}", "input table", "files", "rows");
+    // One width for both tables: the longest name (Personas views are long).
+    let w = r
+        .inputs
+        .iter()
+        .map(|i| i.table.len())
+        .chain(r.views.iter().map(|v| v.view.len()))
+        .max()
+        .unwrap_or(0)
+        .max(30);
+    eprintln!("{:<w$} {:>8} {:>14}", "input table", "files", "rows");
     for i in &r.inputs {
-        eprintln!("{:<30} {:>8} {:>14}", i.table, i.files, i.rows);
+        eprintln!("{:<w$} {:>8} {:>14}", i.table, i.files, i.rows);
     }
     eprintln!();
-    eprintln!("{:<30} {:>14} {:>9}  file", "view", "rows", "seconds");
+    eprintln!("{:<w$} {:>14} {:>9}  file", "view", "rows", "seconds");
     for v in &r.views {
         eprintln!(
-            "{:<30} {:>14} {:>9.2}  {}",
+            "{:<w$} {:>14} {:>9.2}  {}",
             v.view, v.rows, v.seconds, v.file
         );
+    }
+    if r.patched {
+        eprintln!("(views patched: only the rows the new files reach were recomputed)");
     }
     for w in &r.warnings {
         eprintln!("warning: {w}");
