@@ -109,6 +109,14 @@ fn incremental(lake: &Path, dest: &Path, extra: &[&str]) -> (serde_json::Value, 
     (serde_json::from_slice(&out.stdout).unwrap(), stderr(&out))
 }
 
+/// An incremental run into `dest` that patched (or not, as `patched` says) and
+/// published what a full run does.
+fn incremental_equals_full(lake: &Path, dest: &Path, tmp: &Path, patched: bool) {
+    let (record, _) = incremental(lake, dest, &[]);
+    assert_eq!(record["patched"], patched, "{record}");
+    assert_eq!(views(dest), full_views(lake, tmp));
+}
+
 /// A full run of `lake` into a fresh folder under `tmp`; its views.
 fn full_views(lake: &Path, tmp: &Path) -> BTreeMap<&'static str, Shape> {
     let dest = tempfile::tempdir_in(tmp).unwrap();
@@ -370,9 +378,7 @@ fn views_another_run_published_are_recomputed_then_patched_again() {
         lake.join("profile_traits_updates").join("latest.parquet"),
     )
     .unwrap();
-    let (record, _) = incremental(&lake, &inc, &[]);
-    assert_eq!(record["patched"], true);
-    assert_eq!(views(&inc), full_views(&lake, tmp.path()));
+    incremental_equals_full(&lake, &inc, tmp.path(), true);
 }
 
 /// A large first segment and many small ones: at `MAX_SEGMENTS` the small ones merge
@@ -458,9 +464,7 @@ fn small_segments_merge_and_the_large_one_stays() {
         )
         .unwrap();
     }
-    let (record, _) = incremental(&lake, &dest, &[]);
-    assert_eq!(record["patched"], false);
-    assert_eq!(views(&dest), full_views(&lake, tmp.path()));
+    incremental_equals_full(&lake, &dest, tmp.path(), false);
 }
 
 /// The hand-written history through the binary on local disk, before the same on S3.
