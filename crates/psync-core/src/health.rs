@@ -36,7 +36,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast as cast_array;
 use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Int64Type, Schema};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+use datafusion::functions_aggregate::expr_fn::{bool_or, count, max, min, sum};
 use datafusion::logical_expr::{JoinType, cast, when};
 use datafusion::prelude::{DataFrame, Expr, SessionContext, coalesce, col, concat, ident, lit};
 use psync_lake_io::schema::time_type;
@@ -94,21 +94,24 @@ pub async fn compute(h: HealthInputs<'_>) -> Result<Vec<(&'static str, DataFrame
     let ctx = h.inputs.ctx();
     let (daily, creations, merges) = daily(h.inputs).await?;
 
-    // Every segment_id the graph knows (and every canonical it points at) with its canonical.
-    let graph = &h.graph.df;
-    let members = graph
+    // A profile's size: the graph rows pointing at it, plus itself when it has no
+    // row of its own (a canonical never created in id_graph_updates). One
+    // grouping by one column: a canonical with a row is its own canonical.
+    let per_profile = h
+        .graph
+        .df
         .clone()
+        .aggregate(
+            vec![col("canonical_segment_id").alias("c")],
+            vec![
+                count(lit(1)).alias("rows"),
+                bool_or(col("segment_id").eq(col("canonical_segment_id"))).alias("has_row"),
+            ],
+        )?
         .select(vec![
-            col("segment_id").alias("sid"),
-            col("canonical_segment_id").alias("c"),
+            col("c"),
+            (col("rows") + when(col("has_row"), lit(0i64)).otherwise(lit(1i64))?).alias("size"),
         ])?
-        .union(graph.clone().select(vec![
-            col("canonical_segment_id").alias("sid"),
-            col("canonical_segment_id").alias("c"),
-        ])?)?
-        .distinct()?;
-    let per_profile = members
-        .aggregate(vec![col("c")], vec![count(lit(1)).alias("size")])?
         .cache()
         .await?;
     let sizes = per_profile
