@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use datafusion::catalog::TableProvider;
 use datafusion::error::DataFusionError;
-use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext, col};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use object_store::ObjectStoreExt;
 use psync_lake_io::{Lake, LakeError, LakeTable, Location, is_not_found, root_message};
 use serde::Serialize;
@@ -542,7 +542,7 @@ impl Run<'_> {
     /// three (else none: a view it did not publish is not the manifest's).
     async fn core_view_files(&self) -> Result<BTreeMap<String, FileEntry>> {
         let mut files = BTreeMap::new();
-        if !View::ALL.iter().all(|v| self.opts.views.contains(v)) {
+        if !self.publishes_core_views() {
             return Ok(files);
         }
         for view in View::ALL {
@@ -551,6 +551,12 @@ impl Run<'_> {
             }
         }
         Ok(files)
+    }
+
+    /// Whether this run publishes all three core views (only then do its views
+    /// and the state it saves stand for the same landed files).
+    fn publishes_core_views(&self) -> bool {
+        View::ALL.iter().all(|v| self.opts.views.contains(v))
     }
 
     /// The published file of `view` as the store describes it now; `None` when there is none.
@@ -570,7 +576,7 @@ impl Run<'_> {
     /// The core views `manifest` recorded, opened for reading, when this run
     /// publishes all three and each is still the file the manifest recorded.
     async fn published_views(&self, manifest: &Manifest) -> Result<Option<PublishedViews>> {
-        if !View::ALL.iter().all(|v| self.opts.views.contains(v)) {
+        if !self.publishes_core_views() {
             return Ok(None);
         }
         for view in View::ALL {
@@ -592,11 +598,7 @@ impl Run<'_> {
             let url = dest.url_of(&self.publisher.view_file(view.name()));
             let ctx = self.ctx;
             // Published files are sorted by the view's key: merged, not re-sorted.
-            let order = view
-                .key()
-                .iter()
-                .map(|k| col(*k).sort(true, true))
-                .collect();
+            let order = views::key_order(view);
             async move {
                 ctx.read_parquet(
                     url,

@@ -8,13 +8,14 @@
 
 use datafusion::error::Result;
 use datafusion::logical_expr::JoinType;
-use datafusion::prelude::{DataFrame, coalesce, col, concat, get_field, ident, lit, named_struct};
+use datafusion::prelude::{DataFrame, coalesce, col, concat, get_field, lit, named_struct};
 
 use crate::functions::sha1_hex;
 use crate::inputs::{
     EXTERNAL_ID_MAPPING_UPDATES, Inputs, ORDER_NEEDED, Warnings, id, opt_id, order_key,
 };
 use crate::views::id_graph::IdGraph;
+use crate::views::in_columns_of;
 
 /// The view's name and folder.
 pub const NAME: &str = "external_id_mapping";
@@ -159,38 +160,22 @@ pub async fn patch(
     )?
     .cache()
     .await?;
-    // The graph rows of those identifiers' segment_ids: a small hash table.
-    let owners = latest
-        .clone()
-        .select(vec![col("segment_id").alias("o_sid")])?
-        .distinct()?
-        .join(
-            graph.df.clone(),
-            JoinType::RightSemi,
-            &["o_sid"],
-            &["segment_id"],
-            None,
-        )?;
-    let sub_graph = IdGraph {
-        df: owners,
-        ..IdGraph::empty(all.ctx())?
-    };
-    let recomputed = finish(latest, &sub_graph)?;
-    // The published rows by name, in the view's column order.
-    let columns: Vec<String> = recomputed
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let kept = keys
-        .join(
-            previous,
-            JoinType::RightAnti,
-            &["k_type", "k_value"],
-            &key,
-            None,
-        )?
-        .select(columns.iter().map(ident).collect::<Vec<_>>())?;
-    kept.union(recomputed)
+    // The graph rows of those identifiers' segment_ids.
+    let owners = graph
+        .restricted_to(
+            latest
+                .clone()
+                .select(vec![col("segment_id").alias("sid")])?
+                .distinct()?,
+        )
+        .await?;
+    let recomputed = finish(latest, &owners)?;
+    let kept = keys.join(
+        previous,
+        JoinType::RightAnti,
+        &["k_type", "k_value"],
+        &key,
+        None,
+    )?;
+    in_columns_of(kept, &recomputed)?.union(recomputed)
 }

@@ -62,6 +62,28 @@ impl IdGraph {
     }
 }
 
+impl IdGraph {
+    /// The graph's rows of the segment_ids in `sids` (one column, `sid`): a small
+    /// hash table for a patch's joins. Its `latest` is this graph's.
+    pub async fn restricted_to(&self, sids: DataFrame) -> Result<IdGraph> {
+        Ok(IdGraph {
+            df: sids
+                .join(
+                    self.df.clone(),
+                    JoinType::RightSemi,
+                    &["sid"],
+                    &["segment_id"],
+                    None,
+                )?
+                .cache()
+                .await?,
+            latest: self.latest.clone(),
+            cycles_broken: 0,
+            rounds: 0,
+        })
+    }
+}
+
 /// The latest update of every segment_id, as `id_graph_updates` rows
 /// (`segment_id`, `canonical_segment_id`, `seq`, `timestamp`, `uuid_ts`).
 pub fn latest(inputs: &Inputs<'_>, warnings: &mut Warnings) -> Result<DataFrame> {

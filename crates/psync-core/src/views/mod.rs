@@ -23,8 +23,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{LazyLock, Mutex, PoisonError};
 
+use datafusion::common::ScalarValue;
 use datafusion::error::Result;
-use datafusion::prelude::{DataFrame, col};
+use datafusion::logical_expr::{SortExpr, cast};
+use datafusion::prelude::{DataFrame, col, ident, lit};
 
 use crate::inputs::{Inputs, Warnings};
 use crate::views::id_graph::IdGraph;
@@ -201,14 +203,34 @@ pub async fn plan(inputs: &Inputs<'_>, which: &[View], warnings: &mut Warnings) 
     })
 }
 
-/// `df` sorted by `view`'s key, as every published file is.
-pub fn sorted(view: View, df: DataFrame) -> Result<DataFrame> {
-    let sort = view
-        .key()
+/// The order of every published file of `view`: by its key, ascending, NULLs first.
+pub fn key_order(view: View) -> Vec<SortExpr> {
+    view.key()
         .iter()
         .map(|k| col(*k).sort(true, true))
-        .collect();
-    df.sort(sort)
+        .collect()
+}
+
+/// `df` sorted by `view`'s key, as every published file is.
+pub fn sorted(view: View, df: DataFrame) -> Result<DataFrame> {
+    df.sort(key_order(view))
+}
+
+/// The rows of a published view (`previous`) in the columns of `like`, by name:
+/// a column `previous` lacks (a trait first landed since) is NULL, one whose type
+/// changed is cast.
+pub fn in_columns_of(previous: DataFrame, like: &DataFrame) -> Result<DataFrame> {
+    let have = previous.schema().clone();
+    let mut columns = vec![];
+    for field in like.schema().fields() {
+        let (name, data_type) = (field.name(), field.data_type());
+        columns.push(match have.field_with_unqualified_name(name) {
+            Ok(f) if f.data_type() == data_type => ident(name),
+            Ok(_) => cast(ident(name), data_type.clone()).alias(name),
+            Err(_) => lit(ScalarValue::try_from(data_type)?).alias(name),
+        });
+    }
+    previous.select(columns)
 }
 
 /// Plans one view over an already resolved id graph (unsorted).

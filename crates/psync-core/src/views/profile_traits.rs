@@ -18,6 +18,7 @@ use datafusion::prelude::{DataFrame, Expr, coalesce, col, get_field, ident, lit,
 
 use crate::inputs::{Inputs, ORDER_NEEDED, PROFILE_TRAITS_UPDATES, Warnings, id, order_key};
 use crate::views::id_graph::IdGraph;
+use crate::views::in_columns_of;
 
 /// The view's name and folder.
 pub const NAME: &str = "profile_traits";
@@ -251,23 +252,7 @@ pub async fn patch(
         .distinct()?
         .cache()
         .await?;
-    let sub_graph = IdGraph {
-        df: members
-            .clone()
-            .join(
-                graph.df.clone(),
-                JoinType::RightSemi,
-                &["sid"],
-                &["segment_id"],
-                None,
-            )?
-            .cache()
-            .await?,
-        latest: graph.latest.clone(),
-        cycles_broken: 0,
-        rounds: 0,
-    };
-    let traits = traits_of(all);
+    let sub_graph = graph.restricted_to(members.clone()).await?;
     let recomputed = profiles.clone().join(
         plan(
             &all.clone()
@@ -280,28 +265,15 @@ pub async fn patch(
         &["canonical_segment_id"],
         None,
     )?;
-    // The previous rows, in this run's columns (a trait new in the delta is NULL
-    // in every row it did not touch).
-    let have = previous.schema().clone();
-    let mut columns = vec![col("canonical_segment_id")];
-    for (t, data_type) in &traits {
-        columns.push(match have.field_with_unqualified_name(t) {
-            Ok(f) if f.data_type() == data_type => ident(t),
-            Ok(_) => cast(ident(t), data_type.clone()).alias(t),
-            Err(_) => lit(ScalarValue::try_from(data_type)?).alias(t),
-        });
-    }
-    columns.push(col("merged_to"));
-    let kept = profiles
-        .join(
-            previous,
-            JoinType::RightAnti,
-            &["sid"],
-            &["canonical_segment_id"],
-            None,
-        )?
-        .select(columns)?;
-    kept.union(recomputed)
+    let kept = profiles.join(
+        previous,
+        JoinType::RightAnti,
+        &["sid"],
+        &["canonical_segment_id"],
+        None,
+    )?;
+    // A trait first landed in the delta is NULL in every row it did not touch.
+    in_columns_of(kept, &recomputed)?.union(recomputed)
 }
 
 /// The type an order-key column is read as.
