@@ -1,6 +1,6 @@
 //! SPEC §3.5: the smallest test that must pass, through the real binary.
 
-use crate::util::{column_names, read_rows, rows, run_ok};
+use crate::util::{column_names, materialize_ok, read_rows, rows, run_ok};
 
 #[test]
 fn case_study_gives_exactly_the_expected_views() {
@@ -8,14 +8,7 @@ fn case_study_gives_exactly_the_expected_views() {
     let lake = tmp.path().join("lake");
     let views = tmp.path().join("views");
     run_ok(&["generate", "--case-study", "--dest", lake.to_str().unwrap()]);
-    run_ok(&[
-        "materialize",
-        "--source",
-        lake.to_str().unwrap(),
-        "--dest",
-        views.to_str().unwrap(),
-        "--quiet",
-    ]);
+    materialize_ok(&lake, &views, &["--quiet"]);
 
     assert_eq!(
         column_names(&views.join("id_graph")),

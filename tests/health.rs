@@ -11,7 +11,7 @@ use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicro
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
-use crate::util::{read_rows, rows, run, run_ok, write_parquet};
+use crate::util::{materialize_ok, read_rows, rows, run, run_ok, write_parquet};
 
 const DAY: i64 = 86_400_000_000;
 /// 2024-03-01T00:00:00Z in µs.
@@ -195,14 +195,7 @@ fn health_tables_and_the_report_page_hold_the_known_numbers() {
     let lake = tmp.path().join("lake");
     let views = tmp.path().join("views");
     write_lake(&lake);
-    run_ok(&[
-        "materialize",
-        "--source",
-        lake.to_str().unwrap(),
-        "--dest",
-        views.to_str().unwrap(),
-        "--quiet",
-    ]);
+    materialize_ok(&lake, &views, &["--quiet"]);
     assert_eq!(
         read_rows(&views.join("id_graph"))
             .into_iter()
@@ -346,16 +339,7 @@ fn an_incremental_run_writes_the_same_health_as_a_full_one() {
     let full = tmp.path().join("full");
     let inc = tmp.path().join("inc");
     for (dest, mode) in [(&full, "full"), (&inc, "incremental")] {
-        run_ok(&[
-            "materialize",
-            "--source",
-            lake.to_str().unwrap(),
-            "--dest",
-            dest.to_str().unwrap(),
-            "--mode",
-            mode,
-            "--quiet",
-        ]);
+        materialize_ok(&lake, dest, &["--mode", mode, "--quiet"]);
     }
     for table in psync_core::health::TABLES {
         let (mut a, mut b) = (health(&full, table), health(&inc, table));

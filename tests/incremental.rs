@@ -33,7 +33,7 @@ use crate::model::{
     Dealt, ExtRow, History, IdRow, Landing, TraitRow, assert_model, history, land_file, options,
     runtime,
 };
-use crate::util::{read_batches, read_rows, run, run_ok, walk, write_parquet};
+use crate::util::{materialize_ok, read_batches, read_rows, run, run_ok, walk, write_parquet};
 
 // ---- comparing destinations ------------------------------------------------------
 
@@ -120,14 +120,7 @@ fn incremental_equals_full(lake: &Path, dest: &Path, tmp: &Path, patched: bool) 
 /// A full run of `lake` into a fresh folder under `tmp`; its views.
 fn full_views(lake: &Path, tmp: &Path) -> BTreeMap<&'static str, Shape> {
     let dest = tempfile::tempdir_in(tmp).unwrap();
-    run_ok(&[
-        "materialize",
-        "--source",
-        s(lake),
-        "--dest",
-        s(dest.path()),
-        "--quiet",
-    ]);
+    materialize_ok(lake, dest.path(), &["--quiet"]);
     views(dest.path())
 }
 
@@ -337,14 +330,7 @@ fn views_another_run_published_are_recomputed_then_patched_again() {
     let (record, _) = incremental(&lake, &inc, &[]);
     assert_eq!(record["mode"], "full");
     land_file(&lake, &h, &dealt, 1, &mut landed);
-    run_ok(&[
-        "materialize",
-        "--source",
-        s(&lake),
-        "--dest",
-        s(&inc),
-        "--quiet",
-    ]);
+    materialize_ok(&lake, &inc, &["--quiet"]);
     land_file(&lake, &h, &dealt, 2, &mut landed);
     let (record, _) = incremental(&lake, &inc, &[]);
     assert_eq!(record["mode"], "incremental");
@@ -447,14 +433,7 @@ fn small_segments_merge_and_the_large_one_stays() {
     assert_eq!(views(&dest), full_views(&lake, tmp.path()));
     // A full run publishes over the views, so the next incremental run recomputes
     // them from the whole state: the merged segment must hold all it replaced.
-    run_ok(&[
-        "materialize",
-        "--source",
-        s(&lake),
-        "--dest",
-        s(&dest),
-        "--quiet",
-    ]);
+    materialize_ok(&lake, &dest, &["--quiet"]);
     for files in &held {
         let f = &files[0];
         std::fs::copy(
@@ -615,15 +594,7 @@ fn a_rerun_with_nothing_new_changes_no_file() {
         "{:?}",
         before.keys()
     );
-    let out = run_ok(&[
-        "materialize",
-        "--source",
-        s(&lake),
-        "--dest",
-        s(&dest),
-        "--mode",
-        "incremental",
-    ]);
+    let out = materialize_ok(&lake, &dest, &["--mode", "incremental"]);
     assert!(stderr(&out).contains("nothing new"), "{}", stderr(&out));
     let (record, _) = incremental(&lake, &dest, &[]);
     assert_eq!(record["mode"], "nothing-new");
@@ -757,16 +728,7 @@ fn as_of_before_a_merge_keeps_the_profiles_apart() {
     merge_lake(&lake);
     let as_of = |t: &str| {
         let dest = tmp.path().join(format!("as-of-{t}"));
-        let out = run_ok(&[
-            "materialize",
-            "--source",
-            s(&lake),
-            "--dest",
-            s(&dest),
-            "--as-of",
-            t,
-            "--json",
-        ]);
+        let out = materialize_ok(&lake, &dest, &["--as-of", t, "--json"]);
         let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(record["mode"], "as-of");
         dest

@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use psync_core::materialize::{MaterializeOptions, NoProgress};
 use psync_core::{EngineOptions, View, materialize};
 
-use crate::util::{column_names, read_rows, rows, run_ok, write_parquet};
+use crate::util::{column_names, materialize_ok, read_rows, rows, run_ok, write_parquet};
 
 const MINUTE: i64 = 60_000_000;
 /// 2024-05-01T00:00:00Z in µs.
@@ -132,14 +132,7 @@ fn the_seed_example_gives_users_membership_and_computed_traits() {
     let views = tmp.path().join("views");
     run_ok(&["generate", "--case-study", "--dest", lake.to_str().unwrap()]);
     write_seed_space(&lake);
-    run_ok(&[
-        "materialize",
-        "--source",
-        lake.to_str().unwrap(),
-        "--dest",
-        views.to_str().unwrap(),
-        "--quiet",
-    ]);
+    materialize_ok(&lake, &views, &["--quiet"]);
     let space = views.join("personas_seed");
     assert_eq!(
         column_names(&space.join("users")),
@@ -220,16 +213,7 @@ fn a_lake_without_a_space_publishes_no_personas_view() {
     let lake = tmp.path().join("lake");
     let views = tmp.path().join("views");
     run_ok(&["generate", "--case-study", "--dest", lake.to_str().unwrap()]);
-    let out = run_ok(&[
-        "materialize",
-        "--source",
-        lake.to_str().unwrap(),
-        "--dest",
-        views.to_str().unwrap(),
-        "--views",
-        "id_graph,users",
-        "--json",
-    ]);
+    let out = materialize_ok(&lake, &views, &["--views", "id_graph,users", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let published: Vec<&str> = report["views"]
         .as_array()

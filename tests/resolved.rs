@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
 
-use crate::util::{column_names, read_rows, run, run_ok, write_parquet};
+use crate::util::{column_names, materialize_ok, read_rows, run, run_ok, write_parquet};
 
 fn strs(v: &[Option<&str>]) -> ArrayRef {
     Arc::new(StringArray::from(v.to_vec()))
@@ -119,16 +119,11 @@ fn resolved_views_equal_a_hand_written_join() {
     let lake = tmp.path().join("lake");
     let views = tmp.path().join("views");
     write_small_lake(&lake);
-    run_ok(&[
-        "materialize",
-        "--source",
-        lake.to_str().unwrap(),
-        "--dest",
-        views.to_str().unwrap(),
-        "--views",
-        "id_graph,tracks_resolved",
-        "--quiet",
-    ]);
+    materialize_ok(
+        &lake,
+        &views,
+        &["--views", "id_graph,tracks_resolved", "--quiet"],
+    );
     assert_eq!(
         column_names(&views.join("tracks_resolved")),
         ["segment_id", "event_id", "event", "canonical_segment_id"]
@@ -223,16 +218,15 @@ fn resolved_views_of_a_generated_lake_with_merges() {
         "7",
         "--no-personas",
     ]);
-    let out = run_ok(&[
-        "materialize",
-        "--source",
-        lake.to_str().unwrap(),
-        "--dest",
-        views.to_str().unwrap(),
-        "--views",
-        "id_graph,identifies_resolved,tracks_resolved",
-        "--json",
-    ]);
+    let out = materialize_ok(
+        &lake,
+        &views,
+        &[
+            "--views",
+            "id_graph,identifies_resolved,tracks_resolved",
+            "--json",
+        ],
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["views"].as_array().unwrap().len(), 3);
     let graph = read_rows(&views.join("id_graph"));
@@ -250,13 +244,6 @@ fn resolved_views_of_a_generated_lake_with_merges() {
     }
     // Off by default.
     let plain = tmp.path().join("plain");
-    run_ok(&[
-        "materialize",
-        "--source",
-        lake.to_str().unwrap(),
-        "--dest",
-        plain.to_str().unwrap(),
-        "--quiet",
-    ]);
+    materialize_ok(&lake, &plain, &["--quiet"]);
     assert!(!plain.join("tracks_resolved").exists());
 }

@@ -42,6 +42,19 @@ pub fn run_ok(args: &[&str]) -> Output {
     out
 }
 
+/// `psync-lake materialize --source <source> --dest <dest> <extra...>`, asserting success.
+pub fn materialize_ok(source: &Path, dest: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "materialize",
+        "--source",
+        source.to_str().unwrap(),
+        "--dest",
+        dest.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run_ok(&args)
+}
+
 /// Writes one Parquet file with the given columns, creating its folder.
 pub fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
