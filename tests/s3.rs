@@ -22,7 +22,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 use psync_lake_io::{Location, StoreOptions};
 
-use crate::util::{contents, read_rows, run, run_ok};
+use crate::util::{contents, materialize_ok, read_rows, run};
 
 pub(crate) const BUCKET: &str = "psync-test";
 
@@ -153,14 +153,7 @@ fn s3_views_equal_local_views() {
 
     let tmp = tempfile::tempdir().unwrap();
     let local = tmp.path().join("local");
-    run_ok(&[
-        "materialize",
-        "--source",
-        sample.to_str().unwrap(),
-        "--dest",
-        local.to_str().unwrap(),
-        "--quiet",
-    ]);
+    materialize_ok(&sample, &local, &["--quiet"]);
     let src = format!("s3://{BUCKET}/{prefix}");
     let dst = format!("s3://{BUCKET}/{prefix}-views");
     let out = run_s3(
@@ -392,14 +385,7 @@ fn a_held_lock_stops_a_local_run_and_a_stale_one_does_not() {
     let tmp = tempfile::tempdir().unwrap();
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
     let dest = tmp.path().join("v");
-    run_ok(&[
-        "materialize",
-        "--source",
-        sample.to_str().unwrap(),
-        "--dest",
-        dest.to_str().unwrap(),
-        "--quiet",
-    ]);
+    materialize_ok(&sample, &dest, &["--quiet"]);
     let before = std::fs::read(dest.join("id_graph/id_graph.parquet")).unwrap();
     std::fs::write(dest.join("_psync/lock"), r#"{"run_id":"ghost"}"#).unwrap();
     let out = run(&[
@@ -416,16 +402,7 @@ fn a_held_lock_stops_a_local_run_and_a_stale_one_does_not() {
         std::fs::read(dest.join("id_graph/id_graph.parquet")).unwrap(),
         before
     );
-    run_ok(&[
-        "materialize",
-        "--source",
-        sample.to_str().unwrap(),
-        "--dest",
-        dest.to_str().unwrap(),
-        "--quiet",
-        "--stale-lock-minutes",
-        "0",
-    ]);
+    materialize_ok(&sample, &dest, &["--quiet", "--stale-lock-minutes", "0"]);
     assert!(!dest.join("_psync/lock").exists(), "the lock is released");
 }
 
@@ -700,14 +677,7 @@ fn transient_s3_errors_are_retried_and_without_retries_fail_cleanly() {
     rt().block_on(upload(store.as_ref(), &sample, &prefix));
     let tmp = tempfile::tempdir().unwrap();
     let local = tmp.path().join("local");
-    run_ok(&[
-        "materialize",
-        "--source",
-        sample.to_str().unwrap(),
-        "--dest",
-        local.to_str().unwrap(),
-        "--quiet",
-    ]);
+    materialize_ok(&sample, &local, &["--quiet"]);
     let src = format!("s3://{BUCKET}/{prefix}");
     let dst = format!("s3://{BUCKET}/{prefix}-views");
     let through = |proxy: &Proxy, retries: Option<&str>| {
