@@ -1,11 +1,14 @@
 //! `psync-lake`: current-state views from a Segment Profiles Sync lake.
 
+mod duration;
 mod engine;
 mod generate;
 mod materialize;
 mod query;
 mod report;
+mod signals;
 mod size;
+mod status;
 mod store;
 mod verify;
 
@@ -37,6 +40,9 @@ enum Command {
     Generate(generate::Args),
     /// Turn the identity health tables a run wrote under <dest>/_psync/health/ into one HTML page.
     Report(report::Args),
+    /// What a destination holds: the last run, whether its views are that run's, the lease,
+    /// the incremental state (exit 0 healthy, 3 locked by a live run, 4 needs attention).
+    Status(status::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,18 +64,31 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Generate(args) => generate::run(args).map(|()| true),
         Command::Report(args) => report::run(args).map(|()| true),
+        Command::Status(args) => return status::run(args).unwrap_or_else(fail),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            if is_broken_pipe(&e) {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("error: {}", one_line(&e));
-            ExitCode::from(2)
-        }
+        Err(e) => fail(e),
     }
+}
+
+/// Prints the error on one line; exit code 2 (0 on a closed pipe; 130/143 when a
+/// signal stopped the command, with its line alone).
+fn fail(e: anyhow::Error) -> ExitCode {
+    if is_broken_pipe(&e) {
+        return ExitCode::SUCCESS;
+    }
+    if let Some(stopped) = e
+        .chain()
+        .filter_map(|c| c.downcast_ref::<psync_core::CoreError>())
+        .find(|c| c.signal().is_some())
+    {
+        eprintln!("{stopped}");
+        return ExitCode::from(signals::exit_code(stopped.signal().unwrap_or_default()));
+    }
+    eprintln!("error: {}", one_line(&e));
+    ExitCode::from(2)
 }
 
 /// The error and its causes on one line, without repeating a cause already in the message.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use psync_core::materialize::{MaterializeOptions, Progress, ViewReport};
-use psync_core::{RunMode, RunReport, View, materialize};
+use psync_core::{LeaseOptions, RunMode, RunReport, Stop, View, materialize};
 
 /// How much of the history a run recomputes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,11 +65,16 @@ pub struct Args {
     /// Print each view's physical plan instead of running it.
     #[arg(long)]
     explain: bool,
-    /// Minutes after which another run's lock on the destination counts as left
-    /// by a dead run and is replaced.
-    #[arg(long, default_value_t = 60)]
-    stale_lock_minutes: u64,
-    /// Replace the destination's lock even if it is recent (only when no other run is alive).
+    /// Another host's lease on the destination not renewed for this long is stale,
+    /// and taken over (a lease of this host is taken over at once when its process
+    /// is gone, and never while it runs). E.g. 60s, 2m.
+    #[arg(long, value_parser = crate::duration::parse_duration, default_value = "60s")]
+    lease_timeout: std::time::Duration,
+    /// The former name of --lease-timeout, in minutes.
+    #[arg(long, hide = true, conflicts_with = "lease_timeout")]
+    stale_lock_minutes: Option<u64>,
+    /// Take over the destination's lease whoever holds it (only when you know
+    /// that run is dead: a live holder stops when it notices, before publishing more).
     #[arg(long)]
     break_lock: bool,
     #[command(flatten)]
@@ -158,11 +163,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.views.clone()
         },
         engine: engine.clone(),
-        stale_lock_after: if a.break_lock {
-            Duration::ZERO
-        } else {
-            Duration::from_secs(a.stale_lock_minutes * 60)
+        lease: LeaseOptions {
+            timeout: a
+                .stale_lock_minutes
+                .map_or(a.lease_timeout, |m| Duration::from_secs(m * 60)),
+            break_lock: a.break_lock,
         },
+        stop: Stop::new(),
         mode,
         health: !a.no_health,
     };
@@ -174,6 +181,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         print!("{text}");
         return Ok(());
     }
+    let opts = MaterializeOptions {
+        stop: crate::signals::install(&runtime)?,
+        ..opts
+    };
     let display = Display::new(a.quiet);
     let report = runtime
         .block_on(materialize(&opts, &display))

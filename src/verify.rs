@@ -37,8 +37,20 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
         engine: engine.clone(),
     };
     let runtime = crate::engine::runtime(&engine)?;
+    let stop = crate::signals::install(&runtime)?;
     let checks = runtime
-        .block_on(verify(&opts))
+        .block_on(async {
+            // Nothing of verify's is under the destination: dropping it is stopping it
+            // (its temp folder goes with it).
+            tokio::select! {
+                checks = verify(&opts) => checks,
+                signal = stop.wait() => Err(psync_core::CoreError::Interrupted {
+                    signal: signal.to_string(),
+                    published: vec![],
+                    left: vec![],
+                }),
+            }
+        })
         .with_context(|| format!("verify {} against {}", a.source, a.dest))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&checks)?);

@@ -25,7 +25,7 @@ use psync_core::{CoreError, EngineOptions, RunReport, View};
 use psync_lake_io::Location;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Op {
+pub(crate) enum Op {
     Put,
     Get,
     List,
@@ -33,7 +33,7 @@ enum Op {
 }
 
 /// What a [`Faulty`] store does besides passing every call to its inner store.
-enum Fault {
+pub(crate) enum Fault {
     /// Fails the `nth` call (1-based) of `op`.
     FailNth(Op, usize),
     /// Deletes this file from the inner store as soon as a listing that returned
@@ -41,10 +41,12 @@ enum Fault {
     VanishAfterList(ObjPath),
     /// Makes the runs sharing the store meet at the destination lock.
     MeetAtLock(Arc<Meeting>),
+    /// Delays every call of `op` (a commit's renames are copies here) by this long.
+    Delay(Op, Duration),
 }
 
 /// A store wrapper that injects a [`Fault`] under whatever uses it.
-struct Faulty {
+pub(crate) struct Faulty {
     inner: Arc<dyn ObjectStore>,
     fault: Fault,
     seen: AtomicUsize,
@@ -56,6 +58,7 @@ impl fmt::Debug for Faulty {
             Fault::FailNth(op, nth) => write!(f, "Faulty({op:?} #{nth})"),
             Fault::VanishAfterList(p) => write!(f, "Faulty(vanish {p})"),
             Fault::MeetAtLock(m) => write!(f, "Faulty(meet at lock, {} runs)", m.runs),
+            Fault::Delay(op, d) => write!(f, "Faulty(delay {op:?} by {d:?})"),
         }
     }
 }
@@ -73,6 +76,14 @@ impl Faulty {
             fault,
             seen: AtomicUsize::new(0),
         })
+    }
+
+    async fn delay(&self, op: Op) {
+        if let Fault::Delay(slow, by) = self.fault
+            && op == slow
+        {
+            tokio::time::sleep(by).await;
+        }
     }
 
     fn check(&self, op: Op) -> object_store::Result<()> {
@@ -101,14 +112,18 @@ fn is_lock(location: &ObjPath) -> bool {
 }
 
 /// Where the runs sharing a [`Fault::MeetAtLock`] store meet: each run's
-/// conditional create of `<dest>/_psync/lock` waits until every run has reached
+/// conditional create of `<dest>/_psync/lock` (or, for [`Meeting::at_takeover`],
+/// its conditional overwrite of a stale one) waits until every run has reached
 /// its own, so that they race for the lock at the same instant; removing the lock
 /// waits until every run has tried to create it, so that the winner still holds
 /// it when the others try. A run that never reaches the lock, or tries twice,
 /// fails the test after [`MEET_TIMEOUT`] instead of hanging it.
-struct Meeting {
+pub(crate) struct Meeting {
     runs: usize,
+    /// Whether the runs meet at a takeover (`PutMode::Update`) rather than a create.
+    takeover: bool,
     arrived: tokio::sync::Barrier,
+    arrivals: AtomicUsize,
     created: AtomicUsize,
     tried: AtomicUsize,
     removed: AtomicUsize,
@@ -118,9 +133,20 @@ const MEET_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Meeting {
     fn new(runs: usize) -> Arc<Self> {
+        Self::meet(runs, false)
+    }
+
+    /// Runs meet where they take over a stale lock.
+    pub(crate) fn at_takeover(runs: usize) -> Arc<Self> {
+        Self::meet(runs, true)
+    }
+
+    fn meet(runs: usize, takeover: bool) -> Arc<Self> {
         Arc::new(Meeting {
             runs,
+            takeover,
             arrived: tokio::sync::Barrier::new(runs),
+            arrivals: AtomicUsize::new(0),
             created: AtomicUsize::new(0),
             tried: AtomicUsize::new(0),
             removed: AtomicUsize::new(0),
@@ -131,6 +157,10 @@ impl Meeting {
         &self,
         put: impl Future<Output = object_store::Result<PutResult>>,
     ) -> object_store::Result<PutResult> {
+        if self.takeover && self.arrivals.fetch_add(1, Ordering::SeqCst) >= self.runs {
+            // The winner renewing its lease, after the race.
+            return put.await;
+        }
         tokio::time::timeout(MEET_TIMEOUT, self.arrived.wait())
             .await
             .expect("every run reaches the lock once (one stopped before it, or tried again)");
@@ -163,8 +193,10 @@ impl ObjectStore for Faulty {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         self.check(Op::Put)?;
+        self.delay(Op::Put).await;
         if let Some(m) = self.meeting(location)
-            && opts.mode == PutMode::Create
+            && (opts.mode == PutMode::Create) != m.takeover
+            && opts.mode != PutMode::Overwrite
         {
             return m.create(self.inner.put_opts(location, payload, opts)).await;
         }
@@ -273,12 +305,13 @@ impl ObjectStore for Faulty {
         options: CopyOptions,
     ) -> object_store::Result<()> {
         self.check(Op::Copy)?;
+        self.delay(Op::Copy).await;
         self.inner.copy_opts(from, to, options).await
     }
 }
 
 /// The options of a full run of every view.
-fn options(source: &str, dest: &str, stale_lock_after: Duration) -> MaterializeOptions {
+pub(crate) fn options(source: &str, dest: &str, stale_lock_after: Duration) -> MaterializeOptions {
     MaterializeOptions {
         health: true,
         source: source.to_string(),
@@ -288,12 +321,16 @@ fn options(source: &str, dest: &str, stale_lock_after: Duration) -> MaterializeO
             threads: Some(2),
             ..Default::default()
         },
-        stale_lock_after,
+        lease: psync_core::LeaseOptions {
+            timeout: stale_lock_after,
+            break_lock: false,
+        },
+        stop: Default::default(),
         mode: psync_core::RunMode::Full,
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -302,18 +339,18 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// A local folder as a location, through the plain local store.
-fn plain(path: &Path) -> Location {
+pub(crate) fn plain(path: &Path) -> Location {
     Location::parse(&path.display().to_string()).unwrap()
 }
 
 /// The same location with its store wrapped by `fault`.
-fn faulty(location: &Location, fault: Fault) -> Location {
+pub(crate) fn faulty(location: &Location, fault: Fault) -> Location {
     let mut l = location.clone();
     l.store = Faulty::new(location.store.clone(), fault);
     l
 }
 
-fn sample() -> PathBuf {
+pub(crate) fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample")
 }
 
@@ -403,7 +440,7 @@ fn injected_store_failures_end_runs_cleanly_and_keep_old_views() {
 }
 
 /// The views' rows, from a run's destination contents.
-fn view_rows(contents: &BTreeMap<String, Vec<u8>>) -> Vec<Vec<Vec<String>>> {
+pub(crate) fn view_rows(contents: &BTreeMap<String, Vec<u8>>) -> Vec<Vec<Vec<String>>> {
     let tmp = tempfile::tempdir().unwrap();
     crate::util::write_tree(contents, tmp.path());
     ["id_graph", "external_id_mapping", "profile_traits"]
@@ -511,17 +548,29 @@ fn a_landed_file_deleted_under_a_run_is_named_and_changes_nothing() {
 /// Starts two runs of every view from `source` into `dest` together (they meet
 /// at the lock), and checks that exactly one commits: the other stops with the
 /// lock error, and `dest` holds one run record and views equal to `expected`.
-fn two_runs_together(
+pub(crate) fn two_runs_together(
     source: &Path,
     dest: &Location,
     expected: &[Vec<Vec<String>>],
 ) -> (RunReport, String) {
-    let opts = options(
-        &source.display().to_string(),
-        &dest.display,
+    two_runs_meeting(
+        source,
+        dest,
+        expected,
+        Meeting::new(2),
         Duration::from_secs(3600),
-    );
-    let meeting = Meeting::new(2);
+    )
+}
+
+/// [`two_runs_together`], the runs meeting at `meeting`, with this lease timeout.
+pub(crate) fn two_runs_meeting(
+    source: &Path,
+    dest: &Location,
+    expected: &[Vec<Vec<String>>],
+    meeting: Arc<Meeting>,
+    lease_timeout: Duration,
+) -> (RunReport, String) {
+    let opts = options(&source.display().to_string(), &dest.display, lease_timeout);
     let shared = faulty(dest, Fault::MeetAtLock(meeting.clone()));
     let rt = runtime();
     let (a, b) = rt.block_on(async {
@@ -552,7 +601,7 @@ fn two_runs_together(
     assert_eq!(
         meeting.created.load(Ordering::SeqCst),
         1,
-        "one created the lock"
+        "one took the lock"
     );
     assert_eq!(
         meeting.removed.load(Ordering::SeqCst),
@@ -583,7 +632,7 @@ fn two_runs_together(
 }
 
 /// Rows of the views of a plain local run.
-fn normal_run_rows() -> Vec<Vec<Vec<String>>> {
+pub(crate) fn normal_run_rows() -> Vec<Vec<Vec<String>>> {
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("views");
     let opts = options(

@@ -528,7 +528,8 @@ pub(crate) fn options(
         source: source.display().to_string(),
         dest: dest.display().to_string(),
         views: View::ALL.to_vec(),
-        stale_lock_after: std::time::Duration::from_secs(3600),
+        lease: Default::default(),
+        stop: Default::default(),
         mode,
         engine: EngineOptions {
             threads: Some(l.threads),

@@ -539,7 +539,8 @@ fn check(s: &Space, files: usize, seed: u64, batch_size: usize) -> Result<(), Te
         source: lake.display().to_string(),
         dest: dest.display().to_string(),
         views: vec![View::Users, View::AudienceMembership],
-        stale_lock_after: std::time::Duration::from_secs(3600),
+        lease: Default::default(),
+        stop: Default::default(),
         mode: psync_core::RunMode::Full,
         engine: EngineOptions {
             threads: Some(1 + (seed % 3) as usize),

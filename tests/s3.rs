@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
-use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 use psync_lake_io::{Location, StoreOptions};
 
@@ -273,9 +272,44 @@ async fn conformance(store: &dyn ObjectStore, root: &str) {
         matches!(second, Err(object_store::Error::AlreadyExists { .. })),
         "{second:?}"
     );
+    let held = store.get(&p("lock")).await.unwrap();
+    let first = UpdateVersion {
+        e_tag: held.meta.e_tag.clone(),
+        version: held.meta.version.clone(),
+    };
+    assert_eq!(&held.bytes().await.unwrap()[..], b"a");
+    // A conditional overwrite (the lease's renewal and takeover) replaces exactly
+    // the version it names, once.
+    let renewed = store
+        .put_opts(
+            &p("lock"),
+            PutPayload::from_static(b"c"),
+            PutMode::Update(first.clone()).into(),
+        )
+        .await
+        .unwrap();
+    let again = store
+        .put_opts(
+            &p("lock"),
+            PutPayload::from_static(b"d"),
+            PutMode::Update(first).into(),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(object_store::Error::Precondition { .. })),
+        "{again:?}"
+    );
+    store
+        .put_opts(
+            &p("lock"),
+            PutPayload::from_static(b"e"),
+            PutMode::Update(UpdateVersion::from(renewed)).into(),
+        )
+        .await
+        .unwrap();
     assert_eq!(
         &store.get(&p("lock")).await.unwrap().bytes().await.unwrap()[..],
-        b"a"
+        b"e"
     );
     // Overwrite is whole.
     store
@@ -315,8 +349,11 @@ async fn conformance(store: &dyn ObjectStore, root: &str) {
 #[test]
 fn storage_conformance_local_and_s3() {
     let tmp = tempfile::tempdir().unwrap();
-    let local = LocalFileSystem::new_with_prefix(tmp.path()).unwrap();
-    rt().block_on(conformance(&local, "c"));
+    let root = ObjPath::from_absolute_path(tmp.path()).unwrap();
+    rt().block_on(conformance(
+        &psync_lake_io::LocalStore::new(),
+        root.as_ref(),
+    ));
     let Some(ep) = endpoint() else { return };
     rt().block_on(conformance(s3(&ep).as_ref(), &unique("conformance")));
 }
@@ -362,10 +399,19 @@ fn a_held_lock_on_s3_stops_a_run() {
                 .try_collect::<Vec<_>>(),
         )
         .unwrap();
+    let written: Vec<_> = listed
+        .iter()
+        .map(|m| {
+            m.location
+                .as_ref()
+                .trim_start_matches(&format!("{prefix}/"))
+                .to_string()
+        })
+        .collect();
     assert_eq!(
-        listed.len(),
-        1,
-        "nothing but the lock was written: {listed:?}"
+        written,
+        ["_psync/clock", "_psync/lock"],
+        "nothing but the lock (and the lease check's clock probe) was written"
     );
     rt().block_on(store.delete(&lock)).unwrap();
     let out = run_s3(&ep, &args);

@@ -65,14 +65,13 @@ def test_sigkill_local(lakes, tmp_path):
     current = "a"
     for i in range(KILLS_LOCAL):
         target = "b" if current == "a" else "a"
-        killed_run(["materialize", "--source", str(lakes[target][0]), "--dest", str(dest), "--quiet",
-                    "--stale-lock-minutes", "0"], rng.uniform(0.05, 1.2))
+        killed_run(["materialize", "--source", str(lakes[target][0]), "--dest", str(dest), "--quiet"], rng.uniform(0.05, 1.2))
         for v in VIEWS:
             seen = rows_duckdb(dest / v)
             assert seen in (lakes["a"][1][v], lakes["b"][1][v]), f"kill {i}: {v} is neither whole view"
-        # The next run (the killed run's lock is stale at once here) completes the set.
-        run(["materialize", "--source", str(lakes[target][0]), "--dest", str(dest), "--quiet",
-             "--stale-lock-minutes", "0"])
+        # The next run, at once and with default settings, takes over the killed run's
+        # lease (its process is gone) and completes the set.
+        run(["materialize", "--source", str(lakes[target][0]), "--dest", str(dest), "--quiet"])
         for v in VIEWS:
             assert rows_duckdb(dest / v) == lakes[target][1][v]
         current = target
@@ -115,13 +114,11 @@ def test_sigkill_s3(lakes):
     current = "a"
     for i in range(KILLS_S3):
         target = "b" if current == "a" else "a"
-        killed_run(["materialize", "--source", str(lakes[target][0]), "--dest", dest, "--quiet",
-                    "--stale-lock-minutes", "0"], rng.uniform(0.05, 1.5), env=env)
+        killed_run(["materialize", "--source", str(lakes[target][0]), "--dest", dest, "--quiet"], rng.uniform(0.05, 1.5), env=env)
         for v in VIEWS:
             seen = rows_s3(fs, f"{prefix}/{v}")
             assert seen in (expected["a"][v], expected["b"][v]), f"kill {i}: {v} is neither whole view"
-        run(["materialize", "--source", str(lakes[target][0]), "--dest", dest, "--quiet",
-             "--stale-lock-minutes", "0"], env=env)
+        run(["materialize", "--source", str(lakes[target][0]), "--dest", dest, "--quiet"], env=env)
         for v in VIEWS:
             assert rows_s3(fs, f"{prefix}/{v}") == expected[target][v]
         current = target
@@ -157,8 +154,7 @@ def test_sigkill_incremental(tmp_path):
         return {v: rows_duckdb(d / v) for v in VIEWS}
 
     def incremental(d):
-        return ["materialize", "--source", str(lake), "--dest", str(d), "--mode", "incremental", "--quiet",
-                "--stale-lock-minutes", "0"]
+        return ["materialize", "--source", str(lake), "--dest", str(d), "--mode", "incremental", "--quiet"]
 
     land(batches[0])
     run(incremental(dest))

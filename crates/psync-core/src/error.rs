@@ -15,15 +15,25 @@ pub enum CoreError {
     /// Writing to the destination failed.
     #[error("cannot write {url}: {message}")]
     Publish { url: String, message: String },
-    /// Another run holds the destination.
-    #[error(
-        "{url} is locked by run {holder} since {since}; if that run is dead the lock turns stale in {stale_in} (or pass --break-lock)"
-    )]
+    /// Another run holds the destination's lease.
+    #[error("{url} is locked by run {holder} ({detail})")]
     Locked {
         url: String,
         holder: String,
-        since: String,
-        stale_in: String,
+        detail: String,
+    },
+    /// The run's lease was taken over (or could not be renewed): it stopped
+    /// before committing anything more.
+    #[error("lost the lease on {url}: {why}; this run stopped before publishing anything more")]
+    LeaseLost { url: String, why: String },
+    /// The run was asked to stop by a signal.
+    #[error("interrupted by {signal}: {}", interrupted(published, left))]
+    Interrupted {
+        signal: String,
+        /// Views the run published before it stopped.
+        published: Vec<String>,
+        /// Views left as the previous run's.
+        left: Vec<String>,
     },
     /// A bad setting.
     #[error("{0}")]
@@ -31,6 +41,35 @@ pub enum CoreError {
     /// Any other engine error.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
+}
+
+fn interrupted(published: &[String], left: &[String]) -> String {
+    if published.is_empty() {
+        return "nothing published".into();
+    }
+    let mut out = format!("views {} published", published.join(", "));
+    if !left.is_empty() {
+        out.push_str(&format!(", {} left as the previous run's", left.join(", ")));
+    }
+    out
+}
+
+impl CoreError {
+    /// The signal that interrupted the run, if one did.
+    pub fn signal(&self) -> Option<&str> {
+        match self {
+            CoreError::Interrupted { signal, .. } => Some(signal),
+            _ => None,
+        }
+    }
+}
+
+/// The error of a failed write (or read) of the destination at `url`.
+pub(crate) fn publish_err(url: &str, e: object_store::Error) -> CoreError {
+    CoreError::Publish {
+        url: url.to_string(),
+        message: e.to_string(),
+    }
 }
 
 /// Result of core operations.

@@ -37,8 +37,7 @@ use object_store::ObjectStoreExt;
 use psync_lake_io::{Lake, LakeFile, Location};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{CoreError, Result};
-use crate::publish::publish_err;
+use crate::error::{CoreError, Result, publish_err};
 
 /// The manifest's name under `<dest>/_psync/state/`.
 pub const MANIFEST: &str = "manifest.json";

@@ -5,6 +5,9 @@
 //! - [`inputs`]: landed tables as the views read them.
 //! - [`views`]: one module per view.
 //! - [`publish`]: writing views so readers never see a partial one.
+//! - [`lease`]: the renewed claim a run holds on its destination.
+//! - [`stop`]: a signal's request that a run stop.
+//! - [`status`]: what a destination holds: last run, views, lease, state.
 //! - [`materialize`]: a whole run.
 //! - [`incremental`]: what an incremental run saves and reads back.
 //! - [`catalog`]: the tables and views of the SQL shell.
@@ -17,16 +20,22 @@ pub mod error;
 pub mod extras;
 pub mod functions;
 pub mod health;
+mod host;
 pub mod incremental;
 pub mod inputs;
+pub mod lease;
 pub mod materialize;
 pub mod on_demand;
 pub mod publish;
 pub mod session;
+pub mod status;
+pub mod stop;
 pub mod verify;
 pub mod views;
 
 pub use error::{CoreError, Result};
+pub use lease::LeaseOptions;
 pub use materialize::{MaterializeOptions, OnChange, RunMode, RunReport, materialize};
 pub use session::{EngineOptions, locate, new_context, views_context};
+pub use stop::Stop;
 pub use views::View;

@@ -27,8 +27,10 @@ use crate::incremental::{
     Delta, FileEntry, MANIFEST, Manifest, STATE_TABLES, Segment, plan_segment,
 };
 use crate::inputs::{EXTERNAL_ID_MAPPING_UPDATES, ID_GRAPH_UPDATES, Inputs, Warnings};
+use crate::lease::LeaseOptions;
 use crate::publish::{Publisher, Replaces, Staged};
 use crate::session::{EngineOptions, locate, views_context};
+use crate::stop::Stop;
 use crate::views::{self, View, external_id_mapping, id_graph, profile_traits};
 
 /// How much of the history a run reads.
@@ -68,8 +70,10 @@ pub struct MaterializeOptions {
     pub views: Vec<View>,
     /// Engine settings.
     pub engine: EngineOptions,
-    /// A destination lock older than this belongs to a dead run and is replaced.
-    pub stale_lock_after: std::time::Duration,
+    /// How the run claims the destination (lease timeout, --break-lock).
+    pub lease: LeaseOptions,
+    /// Stops the run when requested (the CLI requests it on SIGTERM/SIGINT).
+    pub stop: Stop,
     /// Full, incremental or as-of.
     pub mode: RunMode,
     /// Whether the run writes the identity health tables under `<dest>/_psync/health/`.
@@ -196,76 +200,95 @@ pub async fn materialize_at(
             opts.source
         )));
     }
-    let mut run = Run {
+    let publisher = Publisher::new(dest, new_run_id()).with_stop(opts.stop.clone());
+    let run = Run {
         opts,
         progress,
         ctx: &ctx,
         lake: &lake,
-        publisher: Publisher::new(dest, new_run_id()),
+        publisher: &publisher,
         warnings: Warnings::default(),
         started,
         started_at,
         patched: false,
     };
-    match &opts.mode {
-        RunMode::Full => run.full(None).await,
-        RunMode::AsOf(t) => run.full(Some(*t)).await,
-        RunMode::Incremental { on_change } => {
-            let Some(manifest) = Manifest::read(run.publisher.dest()).await? else {
-                tracing::info!("no saved state under the destination: this run reads everything");
-                return run.stateful(&lake, None).await;
-            };
-            if manifest.source != opts.source {
-                run.warnings.push(format!(
-                    "the saved state was built from {}, not {}: rebuilding in full",
-                    manifest.source, opts.source
-                ));
-                return run.stateful(&lake, None).await;
-            }
-            let delta = Delta::between(&manifest, &lake);
-            if !delta.changed.is_empty() {
-                let list: Vec<String> = delta
-                    .changed
-                    .iter()
-                    .take(3)
-                    .map(|(url, why)| format!("{url} ({why})"))
-                    .collect();
-                let more = delta.changed.len().saturating_sub(3);
-                let what = format!(
-                    "{} landed file(s) changed or vanished since run {} processed them: {}{}",
-                    delta.changed.len(),
-                    manifest.run_id,
-                    list.join(", "),
-                    if more > 0 {
-                        format!(" and {more} more")
-                    } else {
-                        String::new()
-                    }
-                );
-                return match on_change {
-                    OnChange::Fail => Err(CoreError::Config(format!(
-                        "{what}; rerun with --on-change rebuild to rebuild every view from the lake as it is"
-                    ))),
-                    OnChange::Rebuild => {
-                        run.warnings.push(format!("{what}: rebuilding in full"));
-                        run.stateful(&lake, None).await
-                    }
+    // A stop drops the run's work in progress, unless it is committing: then the
+    // commit stops between two files by itself.
+    tokio::select! {
+        result = run.dispatch(&lake) => result,
+        signal = publisher.stopped_before_commit() => {
+            publisher.abandon().await;
+            Err(publisher.interrupted(signal))
+        }
+    }
+}
+
+impl Run<'_> {
+    /// Runs the mode the options ask for.
+    async fn dispatch(mut self, lake: &Lake) -> Result<RunReport> {
+        let opts = self.opts;
+        match &opts.mode {
+            RunMode::Full => self.full(None).await,
+            RunMode::AsOf(t) => self.full(Some(*t)).await,
+            RunMode::Incremental { on_change } => {
+                let Some(manifest) = Manifest::read(self.publisher.dest()).await? else {
+                    tracing::info!(
+                        "no saved state under the destination: this run reads everything"
+                    );
+                    return self.stateful(lake, None).await;
                 };
+                if manifest.source != opts.source {
+                    self.warnings.push(format!(
+                        "the saved state was built from {}, not {}: rebuilding in full",
+                        manifest.source, opts.source
+                    ));
+                    return self.stateful(lake, None).await;
+                }
+                let delta = Delta::between(&manifest, lake);
+                if !delta.changed.is_empty() {
+                    let list: Vec<String> = delta
+                        .changed
+                        .iter()
+                        .take(3)
+                        .map(|(url, why)| format!("{url} ({why})"))
+                        .collect();
+                    let more = delta.changed.len().saturating_sub(3);
+                    let what = format!(
+                        "{} landed file(s) changed or vanished since run {} processed them: {}{}",
+                        delta.changed.len(),
+                        manifest.run_id,
+                        list.join(", "),
+                        if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        }
+                    );
+                    return match on_change {
+                        OnChange::Fail => Err(CoreError::Config(format!(
+                            "{what}; rerun with --on-change rebuild to rebuild every view from the lake as it is"
+                        ))),
+                        OnChange::Rebuild => {
+                            self.warnings.push(format!("{what}: rebuilding in full"));
+                            self.stateful(lake, None).await
+                        }
+                    };
+                }
+                // Nothing new: nothing to write, unless a view this run publishes is not
+                // there (an earlier run had other --views): then the state makes it.
+                if delta.is_empty() && self.all_published().await? {
+                    return Ok(self.report(
+                        "nothing-new",
+                        None,
+                        vec![],
+                        0,
+                        0,
+                        &lake.with_files(|_, _| vec![]),
+                    ));
+                }
+                let new = delta.restrict(lake);
+                self.stateful(&new, Some(&manifest)).await
             }
-            // Nothing new: nothing to write, unless a view this run publishes is not
-            // there (an earlier run had other --views): then the state makes it.
-            if delta.is_empty() && run.all_published().await? {
-                return Ok(run.report(
-                    "nothing-new",
-                    None,
-                    vec![],
-                    0,
-                    0,
-                    &lake.with_files(|_, _| vec![]),
-                ));
-            }
-            let new = delta.restrict(&lake);
-            run.stateful(&new, Some(&manifest)).await
         }
     }
 }
@@ -284,7 +307,7 @@ struct Run<'a> {
     ctx: &'a SessionContext,
     /// The lake as listed (every file).
     lake: &'a Lake,
-    publisher: Publisher,
+    publisher: &'a Publisher,
     warnings: Warnings,
     started: Instant,
     started_at: String,
@@ -311,7 +334,7 @@ impl Run<'_> {
             Ok(p) => p,
             Err(e) => return Err(blame(self.ctx, self.lake, e).await),
         };
-        self.publisher.lock(self.opts.stale_lock_after).await?;
+        self.publisher.lock(&self.opts.lease).await?;
         let result = async {
             let staged_views = self.stage_views(planned.views).await?;
             let staged_views = self
@@ -393,7 +416,7 @@ impl Run<'_> {
             Err(e) => return Err(blame(self.ctx, input, e).await),
         };
         self.patched = patch.is_some();
-        self.publisher.lock(self.opts.stale_lock_after).await?;
+        self.publisher.lock(&self.opts.lease).await?;
         let result = async {
             self.enter("state");
             let mut state_jobs = vec![];

@@ -9,21 +9,28 @@
 //!
 //! A run that fails before the renames leaves every view folder as it was.
 //!
-//! Two runs never publish into one destination together: a run first creates
-//! `<dest>/_psync/lock` with a conditional create (`PutMode::Create`, an S3
-//! `If-None-Match: *` PUT), and removes it when done. Of two runs started
-//! together exactly one creates it; the other stops before writing anything. A
-//! lock older than the stale limit (a run that was killed) is replaced.
+//! Two runs never publish into one destination together: a run first takes the
+//! destination's lease (`<dest>/_psync/lock`, see [`crate::lease`]) and commits
+//! only while it holds it. A run asked to stop (a signal) commits nothing more
+//! after the file it is committing.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use psync_lake_io::Location;
 
+pub(crate) use crate::error::publish_err;
 use crate::error::{CoreError, Result};
+use crate::incremental::FileEntry;
+use crate::lease::{self, Lease, LeaseOptions};
+use crate::stop::Stop;
 
 /// Rows per row group: small enough for readers to parallelise, large enough to compress well.
 pub const ROW_GROUP_ROWS: usize = 256 * 1024;
@@ -73,6 +80,15 @@ pub enum Replaces {
 pub struct Publisher {
     dest: Location,
     run_id: String,
+    stop: Stop,
+    lease: tokio::sync::Mutex<Option<Lease>>,
+    committing: AtomicBool,
+    /// Names of the staged views (not state) of the run, in commit order.
+    views: Mutex<Vec<String>>,
+    /// Names of the staged files committed so far.
+    committed: Mutex<Vec<String>>,
+    /// The files committed so far, as the store describes them once published.
+    published: Mutex<Vec<FileEntry>>,
 }
 
 /// A file written to its staging place, not yet visible.
@@ -96,7 +112,22 @@ pub struct Staged {
 impl Publisher {
     /// A publisher for `run_id` into `dest`.
     pub fn new(dest: Location, run_id: String) -> Self {
-        Publisher { dest, run_id }
+        Publisher {
+            dest,
+            run_id,
+            stop: Stop::default(),
+            lease: tokio::sync::Mutex::new(None),
+            committing: AtomicBool::new(false),
+            views: Mutex::new(vec![]),
+            committed: Mutex::new(vec![]),
+            published: Mutex::new(vec![]),
+        }
+    }
+
+    /// The same publisher, stopping when `stop` is requested.
+    pub fn with_stop(mut self, stop: Stop) -> Self {
+        self.stop = stop;
+        self
     }
 
     /// The run this publisher writes for.
@@ -118,68 +149,108 @@ impl Publisher {
         self.dest.child(&[view, &format!("{view}.parquet")])
     }
 
-    fn lock_path(&self) -> Path {
-        self.dest.child(&["_psync", "lock"])
+    /// Takes the destination's lease (see [`crate::lease`]); it is renewed until
+    /// [`Self::unlock`].
+    pub async fn lock(&self, opts: &LeaseOptions) -> Result<()> {
+        let lease = Lease::acquire(&self.dest, &self.run_id, opts).await?;
+        *self.lease.lock().await = Some(lease);
+        self.remove_others_staging().await;
+        Ok(())
     }
 
-    /// Takes the destination's lock, replacing one older than `stale_after`.
-    pub async fn lock(&self, stale_after: std::time::Duration) -> Result<()> {
-        let path = self.lock_path();
-        let url = self.dest.url_of(&path);
-        let now = chrono::Utc::now();
-        let body = serde_json::json!({
-            "run_id": self.run_id,
-            "pid": std::process::id(),
-            "started_at": now.to_rfc3339(),
-        });
-        for attempt in 0..2 {
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..Default::default()
-            };
-            let payload = PutPayload::from(body.to_string().into_bytes());
-            match self.dest.store.put_opts(&path, payload, opts).await {
-                Ok(_) => return Ok(()),
-                Err(object_store::Error::AlreadyExists { .. }) if attempt == 0 => {
-                    let held = self
-                        .dest
-                        .store
-                        .get(&path)
-                        .await
-                        .map_err(|e| publish_err(&url, e))?;
-                    let modified = held.meta.last_modified;
-                    let text = held.bytes().await.map_err(|e| publish_err(&url, e))?;
-                    let holder: serde_json::Value =
-                        serde_json::from_slice(&text).unwrap_or_default();
-                    let holder_id = holder["run_id"].as_str().unwrap_or("unknown").to_string();
-                    let age = (now - modified).to_std().unwrap_or_default();
-                    if age < stale_after {
-                        return Err(CoreError::Locked {
-                            url,
-                            holder: holder_id,
-                            since: modified.to_rfc3339(),
-                            stale_in: humanize(stale_after - age),
-                        });
-                    }
-                    tracing::warn!(holder = %holder_id, "replacing a stale lock left by a run that did not finish");
-                    self.dest
-                        .store
-                        .delete(&path)
-                        .await
-                        .map_err(|e| publish_err(&url, e))?;
+    /// Removes what runs that are gone left staged: runs stage only while they
+    /// hold the lease, so whatever is under `_psync/tmp/` now is not another live
+    /// run's (best effort).
+    async fn remove_others_staging(&self) {
+        let tmp = self.dest.child(&["_psync", "tmp"]);
+        let mine = self.staging_dir();
+        let Ok(files) = self
+            .dest
+            .store
+            .list(Some(&tmp))
+            .try_collect::<Vec<_>>()
+            .await
+        else {
+            return;
+        };
+        let left: Vec<_> = files
+            .into_iter()
+            .filter(|f| f.location.prefix_match(&mine).is_none())
+            .collect();
+        if !left.is_empty() {
+            tracing::info!(
+                files = left.len(),
+                "removing files staged by runs that are gone"
+            );
+        }
+        for f in left {
+            let _ = self.dest.store.delete(&f.location).await;
+        }
+        if let Some(local) = &self.dest.local_dir
+            && let Ok(dirs) = std::fs::read_dir(local.join("_psync").join("tmp"))
+        {
+            for d in dirs.flatten() {
+                if d.file_name() != self.run_id.as_str() {
+                    let _ = std::fs::remove_dir_all(d.path());
                 }
-                Err(e) => return Err(publish_err(&url, e)),
             }
         }
-        Err(CoreError::Publish {
-            url,
-            message: "another run took the lock first".into(),
-        })
     }
 
-    /// Releases the lock (best effort: a leftover becomes stale).
+    /// Releases the lease, if this run holds it.
     pub async fn unlock(&self) {
-        let _ = self.dest.store.delete(&self.lock_path()).await;
+        let lease = self.lease.lock().await.take();
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
+    }
+
+    /// Fails once the run was asked to stop, or lost its lease: nothing more is
+    /// committed then.
+    async fn may_commit(&self) -> Result<()> {
+        if let Some(signal) = self.stop.requested() {
+            return Err(self.interrupted(signal));
+        }
+        match &*self.lease.lock().await {
+            Some(lease) => lease.renew_now().await,
+            None => Err(CoreError::Publish {
+                url: self.dest.url_of(&lease::lock_path(&self.dest)),
+                message: "committing without holding the lease (a bug)".into(),
+            }),
+        }
+    }
+
+    /// The error of a run stopped by `signal`: which views it published.
+    pub fn interrupted(&self, signal: &str) -> CoreError {
+        let committed = self.committed.lock().map(|c| c.clone()).unwrap_or_default();
+        let (published, left): (Vec<_>, Vec<_>) = self
+            .views
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .partition(|v| committed.contains(v));
+        CoreError::Interrupted {
+            signal: signal.to_string(),
+            published,
+            left,
+        }
+    }
+
+    /// Whether the commit phase started: from then on the run is not dropped
+    /// midway; [`Self::commit`] stops between files instead.
+    pub fn committing(&self) -> bool {
+        self.committing.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the run may be dropped because it was asked to stop: at once
+    /// before its commit phase, never during or after it.
+    pub async fn stopped_before_commit(&self) -> &'static str {
+        let signal = self.stop.wait().await;
+        if self.committing() {
+            std::future::pending::<()>().await;
+        }
+        signal
     }
 
     /// Runs `df` and writes it to `view`'s staging file.
@@ -275,14 +346,40 @@ impl Publisher {
 
     /// Makes staged files visible, one atomic rename each, and removes any other
     /// file a path reader would also pick up in their folders.
+    ///
+    /// Between two files it stops when the run was asked to stop or lost its
+    /// lease; each file is whole either way.
     pub async fn commit(&self, staged: &[Staged]) -> Result<()> {
+        self.committing.store(true, Ordering::SeqCst);
         let store = &self.dest.store;
+        if let Ok(mut views) = self.views.lock() {
+            views.extend(
+                staged
+                    .iter()
+                    .filter(|s| !s.name.starts_with("state/") && !s.name.starts_with("health."))
+                    .map(|s| s.name.clone()),
+            );
+        }
         for s in staged {
+            self.may_commit().await?;
             let target = s.target.clone();
+            let url = self.dest.url_of(&target);
             store
                 .rename(&s.staging, &target)
                 .await
-                .map_err(|e| publish_err(&self.dest.url_of(&target), e))?;
+                .map_err(|e| publish_err(&url, e))?;
+            if let Ok(mut c) = self.committed.lock() {
+                c.push(s.name.clone());
+            }
+            let meta = store
+                .head(&target)
+                .await
+                .map_err(|e| publish_err(&url, e))?;
+            if let Some(relative) = self.relative(&target)
+                && let Ok(mut p) = self.published.lock()
+            {
+                p.push(FileEntry::at(&relative, &meta));
+            }
             for other in &s.removes {
                 match store.delete(other).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -312,6 +409,15 @@ impl Publisher {
         Ok(())
     }
 
+    /// `path` relative to the destination root.
+    fn relative(&self, path: &Path) -> Option<String> {
+        let parts: Vec<_> = path
+            .prefix_match(&self.dest.prefix)?
+            .map(|p| p.as_ref().to_string())
+            .collect();
+        Some(parts.join("/"))
+    }
+
     /// Removes this run's staging folder (best effort: a leftover is harmless).
     pub async fn cleanup(&self) {
         let dir = self.staging_dir();
@@ -330,6 +436,17 @@ impl Publisher {
         if let Some(local) = &self.dest.local_dir {
             let _ = std::fs::remove_dir_all(local.join("_psync").join("tmp").join(&self.run_id));
         }
+    }
+
+    /// Ends a run whose work was dropped (it was asked to stop): its staging
+    /// folder removed, its lease released.
+    pub async fn abandon(&self) {
+        self.cleanup().await;
+        // A write that was in flight when the work was dropped may still land
+        // (local writes finish on a blocking thread): remove the folder once more.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        self.cleanup().await;
+        self.unlock().await;
     }
 
     /// Writes `body` to `<dest>/_psync/<name>` (one PUT: whole or not at all).
@@ -355,9 +472,47 @@ impl Publisher {
         }
     }
 
+    /// The files the last run record names (none when it names none).
+    async fn previously_published(&self) -> Vec<FileEntry> {
+        let path = self.dest.child(&["_psync", "last_run.json"]);
+        let Ok(got) = self.dest.store.get(&path).await else {
+            return vec![];
+        };
+        let Ok(bytes) = got.bytes().await else {
+            return vec![];
+        };
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|r| serde_json::from_value(r.get("published_files")?.clone()).ok())
+            .unwrap_or_default()
+    }
+
     /// Writes the run record (JSON) beside the views.
+    ///
+    /// The record also names every file this run published (`published_files`,
+    /// path relative to the destination: size, ETag, modification time), so that
+    /// `status` can tell whether the views on disk are still this run's.
     pub async fn record(&self, json: &serde_json::Value) -> Result<()> {
-        let body = serde_json::to_vec_pretty(json).map_err(|e| CoreError::Config(e.to_string()))?;
+        let mut json = json.clone();
+        if let Some(o) = json.as_object_mut() {
+            // Files this run did not publish stay as the previous record named them.
+            let mut files: BTreeMap<String, FileEntry> = self
+                .previously_published()
+                .await
+                .into_iter()
+                .map(|f| (f.path.clone(), f))
+                .collect();
+            for f in self.published.lock().map(|p| p.clone()).unwrap_or_default() {
+                files.insert(f.path.clone(), f);
+            }
+            let files: Vec<FileEntry> = files.into_values().collect();
+            o.insert(
+                "published_files".into(),
+                serde_json::to_value(files).map_err(|e| CoreError::Config(e.to_string()))?,
+            );
+        }
+        let body =
+            serde_json::to_vec_pretty(&json).map_err(|e| CoreError::Config(e.to_string()))?;
         for path in [
             self.dest
                 .child(&["_psync", "runs", &format!("{}.json", self.run_id)]),
@@ -370,21 +525,5 @@ impl Publisher {
                 .map_err(|e| publish_err(&self.dest.url_of(&path), e))?;
         }
         Ok(())
-    }
-}
-
-pub(crate) fn publish_err(url: &str, e: object_store::Error) -> CoreError {
-    CoreError::Publish {
-        url: url.to_string(),
-        message: e.to_string(),
-    }
-}
-
-fn humanize(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else {
-        format!("{}m{:02}s", s / 60, s % 60)
     }
 }

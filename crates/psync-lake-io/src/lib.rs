@@ -2,6 +2,7 @@
 //! Parquet files nested and of drifting schemas, column names in any case.
 //!
 //! - [`Location`]: a root in an object store.
+//! - [`LocalStore`]: the local file system, with conditional overwrites.
 //! - [`Lake`]: the tables under a root, listed and footer-read once.
 //! - [`LakeTable`]: a table as a DataFusion `TableProvider` with a normalised schema.
 //! - [`schema`]: the normalisation rules.
@@ -9,6 +10,7 @@
 mod adapter;
 mod catalog;
 mod error;
+mod local;
 mod location;
 pub mod schema;
 mod table;
@@ -16,5 +18,6 @@ mod table;
 pub use adapter::CaseInsensitiveAdapterFactory;
 pub use catalog::{Lake, SPACE_PREFIXES, ensure_schema, is_space};
 pub use error::{LakeError, Result, is_not_found, root_message};
+pub use local::LocalStore;
 pub use location::{Location, StoreOptions};
 pub use table::{LakeFile, LakeTable};

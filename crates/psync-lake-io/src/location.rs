@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use datafusion::execution::object_store::ObjectStoreUrl;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use url::Url;
 
 use crate::error::{LakeError, Result};
+use crate::local::LocalStore;
 
 /// A root folder in some object store.
 #[derive(Debug, Clone)]
@@ -170,7 +170,7 @@ impl Location {
         })?;
         Ok(Location {
             display: display.to_string(),
-            store: Arc::new(LocalFileSystem::new()),
+            store: Arc::new(LocalStore::new()),
             store_url: ObjectStoreUrl::local_filesystem(),
             prefix,
             local_dir: Some(abs),
