@@ -311,8 +311,9 @@ fn a_run_whose_lease_is_taken_over_stops_before_publishing_more() {
         serde_json::from_slice(&std::fs::read(dest.join("_psync/last_run.json")).unwrap()).unwrap();
     match rt.block_on(first).unwrap() {
         Err(CoreError::LeaseLost { why, .. }) => assert!(
-            why.contains(second["run_id"].as_str().unwrap()),
-            "names the run that took over: {why}"
+            // The taker may have finished (and released) before this run looked.
+            why.contains(second["run_id"].as_str().unwrap()) || why.contains("removed"),
+            "names the run that took over, or that it is gone: {why}"
         ),
         other => panic!("the first run must stop with LeaseLost, not {other:?}"),
     }

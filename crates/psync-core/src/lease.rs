@@ -481,7 +481,7 @@ impl Shared {
                     || "the lock was replaced".to_string(),
                     |h| format!("{} took it over", h.describe()),
                 ),
-                Ok(None) => "the lock was removed".into(),
+                Ok(None) => "the lock was removed (another run took it over and finished)".into(),
                 Err(e) => format!("the lock changed ({e})"),
             },
             Err(e) if renewed.elapsed() + renew_every(self.timeout) >= self.timeout => format!(

@@ -364,10 +364,12 @@ impl Publisher {
             self.may_commit().await?;
             let target = s.target.clone();
             let url = self.dest.url_of(&target);
-            store
-                .rename(&s.staging, &target)
-                .await
-                .map_err(|e| publish_err(&url, e))?;
+            if let Err(e) = store.rename(&s.staging, &target).await {
+                // A run that took the lease over removes what this one staged:
+                // say that, rather than that a staged file is missing.
+                self.may_commit().await?;
+                return Err(publish_err(&url, e));
+            }
             if let Ok(mut c) = self.committed.lock() {
                 c.push(s.name.clone());
             }
