@@ -878,7 +878,7 @@ impl Run<'_> {
             ctx: self.ctx,
             inputs: &inputs,
             graph,
-            publisher: &self.publisher,
+            publisher: self.publisher,
             views: &self.opts.views,
             staged: &files,
             cycles_broken: graph.cycles_broken,
