@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
@@ -393,7 +392,10 @@ fn injected_store_failures_end_runs_cleanly_and_keep_old_views() {
     let mut failures = 0;
     for op in [Op::Put, Op::Get, Op::List, Op::Copy] {
         for nth in [1, 2, 3, 5, 8] {
-            let faulty = Faulty::new(Arc::new(LocalFileSystem::new()), Fault::FailNth(op, nth));
+            let faulty = Faulty::new(
+                Arc::new(psync_lake_io::LocalStore::new()),
+                Fault::FailNth(op, nth),
+            );
             let mut d = plain(&dest);
             d.store = faulty.clone();
             // Source and destination share file://, so reads go through the faults too.
