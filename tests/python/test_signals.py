@@ -7,6 +7,7 @@ the previous run's otherwise."""
 import pathlib
 import random
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -36,6 +37,19 @@ def signalled(args, delay, sig, env=None, again=False):
     return p.returncode, [line for line in err.splitlines() if line.strip()]
 
 
+def seconds_of(args, env=None):
+    """Wall time of one uninterrupted run (on a throwaway destination where the
+    caller passes one), so that signals can land inside a run."""
+    started = time.monotonic()
+    run(args, env=env)
+    return time.monotonic() - started
+
+
+def moment(rng, seconds):
+    """A random moment inside a run of `seconds`, after its signal handlers are up."""
+    return max(0.03, rng.uniform(0.05, 0.95) * seconds)
+
+
 def published_views(line):
     m = LINE.match(line)
     assert m, f"not the one line of a stopped run: {line!r}"
@@ -60,18 +74,19 @@ def test_sigterm_and_sigint_local(lakes, tmp_path):
     dest = tmp_path / "dest"
     run(["materialize", "--source", str(lakes["a"][0]), "--dest", str(dest), "--quiet"])
     rng = random.Random(21)
+    seconds = seconds_of(["materialize", "--source", str(lakes["b"][0]), "--dest", str(tmp_path / "probe"), "--quiet"])
     current, stopped = "a", 0
     for i in range(SIGNALS_LOCAL):
         target = "b" if current == "a" else "a"
         sig = signal.SIGTERM if i % 2 == 0 else signal.SIGINT
         code, lines = signalled(["materialize", "--source", str(lakes[target][0]), "--dest", str(dest), "--quiet"],
-                                rng.uniform(0.3, 2.0), sig)
+                                moment(rng, seconds), sig)
         if code == 0:
             current = target  # It finished before the signal.
             continue
         stopped += 1
         published = check_stopped(code, lines, sig)
-        assert leftovers(dest) == [], f"signal {i}: left behind"
+        assert leftovers(dest) == [], f"signal {i}: left behind after {lines}"
         for v in VIEWS:
             want = target if v in published else current
             assert rows_duckdb(dest / v) == lakes[want][1][v], f"signal {i}: {v} is not {want}'s whole view"
@@ -87,8 +102,9 @@ def test_a_second_signal_ends_the_run_at_once(lakes, tmp_path):
     dest = tmp_path / "dest"
     run(["materialize", "--source", str(lakes["a"][0]), "--dest", str(dest), "--quiet"])
     started = time.monotonic()
-    code, lines = signalled(["materialize", "--source", str(lakes["b"][0]), "--dest", str(dest), "--quiet"], 0.5,
-                            signal.SIGTERM, again=True)
+    seconds = seconds_of(["materialize", "--source", str(lakes["b"][0]), "--dest", str(tmp_path / "probe"), "--quiet"])
+    code, lines = signalled(["materialize", "--source", str(lakes["b"][0]), "--dest", str(dest), "--quiet"],
+                            max(0.03, seconds / 2), signal.SIGTERM, again=True)
     assert code in (143, 0), lines
     assert time.monotonic() - started < 5
     for v in VIEWS:
@@ -118,7 +134,11 @@ def test_signals_during_incremental_runs(tmp_path):
         run(["materialize", "--source", str(lake), "--dest", str(full), "--quiet"])
         expected = {v: rows_duckdb(full / v) for v in VIEWS}
         sig = signal.SIGINT if b % 2 else signal.SIGTERM
-        code, lines = signalled(incremental, rng.uniform(0.3, 1.5), sig)
+        probe = tmp_path / f"probe-{b}"
+        if dest.exists():
+            shutil.copytree(dest, probe)
+        seconds = seconds_of([*incremental[:4], str(probe), *incremental[5:]])
+        code, lines = signalled(incremental, moment(rng, seconds), sig)
         if code != 0:
             published = check_stopped(code, lines, sig)
             assert leftovers(dest) == []
@@ -143,12 +163,14 @@ def test_sigterm_and_sigint_s3(lakes):
         expected[name] = {v: rows_s3(fs, f"{d}/{v}") for v in VIEWS}
     run(["materialize", "--source", str(lakes["a"][0]), "--dest", dest, "--quiet"], env=env)
     rng = random.Random(31)
+    seconds = seconds_of(["materialize", "--source", str(lakes["b"][0]), "--dest", f"s3://{prefix}-probe", "--quiet"],
+                         env=env)
     current, stopped = "a", 0
     for i in range(SIGNALS_S3):
         target = "b" if current == "a" else "a"
         sig = signal.SIGTERM if i % 2 == 0 else signal.SIGINT
         code, lines = signalled(["materialize", "--source", str(lakes[target][0]), "--dest", dest, "--quiet"],
-                                rng.uniform(0.3, 2.5), sig, env=env)
+                                moment(rng, seconds), sig, env=env)
         if code == 0:
             current = target
             continue

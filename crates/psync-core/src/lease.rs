@@ -401,16 +401,19 @@ impl Lease {
 
     /// Stops renewing and removes the lock, if it is still this lease's.
     pub async fn release(mut self) {
+        // A renewal holds `held` across its write: once we hold it, none is in
+        // flight, and the renewer can only be asleep or waiting for it.
+        let held = self.shared.held.lock().await;
         if let Some(task) = self.renewer.take() {
             task.abort();
-            let _ = task.await;
         }
+        let ours = held.0.e_tag.clone();
+        drop(held);
         if self.check().is_err() {
             return; // Another run holds it now.
         }
         let dest = &self.shared.dest;
         let path = lock_path(dest);
-        let ours = self.shared.held.lock().await.0.e_tag.clone();
         match dest.store.head(&path).await {
             Ok(meta) if meta.e_tag == ours => {
                 if let Err(e) = dest.store.delete(&path).await {

@@ -15,8 +15,8 @@
 //! after the file it is committing.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
@@ -81,7 +81,9 @@ pub struct Publisher {
     dest: Location,
     run_id: String,
     stop: Stop,
-    lease: tokio::sync::Mutex<Option<Lease>>,
+    lease: Arc<tokio::sync::Mutex<Option<Lease>>>,
+    /// Set while the lease is being taken (see [`Self::lock`]).
+    acquiring: Arc<AtomicBool>,
     committing: AtomicBool,
     /// Names of the staged views (not state) of the run, in commit order.
     views: Mutex<Vec<String>>,
@@ -116,7 +118,8 @@ impl Publisher {
             dest,
             run_id,
             stop: Stop::default(),
-            lease: tokio::sync::Mutex::new(None),
+            lease: Arc::default(),
+            acquiring: Arc::default(),
             committing: AtomicBool::new(false),
             views: Mutex::new(vec![]),
             committed: Mutex::new(vec![]),
@@ -152,8 +155,28 @@ impl Publisher {
     /// Takes the destination's lease (see [`crate::lease`]); it is renewed until
     /// [`Self::unlock`].
     pub async fn lock(&self, opts: &LeaseOptions) -> Result<()> {
-        let lease = Lease::acquire(&self.dest, &self.run_id, opts).await?;
-        *self.lease.lock().await = Some(lease);
+        // Taken in a task of its own, which a stop does not drop halfway: a
+        // conditional create on disk ends on a blocking thread even when its
+        // caller is gone, so a dropped acquire could leave a lease nobody holds.
+        // [`Self::abandon`] waits for the task and releases what it took.
+        self.acquiring.store(true, Ordering::SeqCst);
+        let (dest, run_id, opts) = (self.dest.clone(), self.run_id.clone(), opts.clone());
+        let (slot, acquiring) = (self.lease.clone(), self.acquiring.clone());
+        let task = tokio::spawn(async move {
+            let result = match Lease::acquire(&dest, &run_id, &opts).await {
+                Ok(lease) => {
+                    *slot.lock().await = Some(lease);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            acquiring.store(false, Ordering::SeqCst);
+            result
+        });
+        task.await.map_err(|e| CoreError::Publish {
+            url: self.dest.url_of(&lease::lock_path(&self.dest)),
+            message: format!("taking the lease: {e}"),
+        })??;
         self.remove_others_staging().await;
         Ok(())
     }
@@ -448,6 +471,9 @@ impl Publisher {
         // (local writes finish on a blocking thread): remove the folder once more.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         self.cleanup().await;
+        while self.acquiring.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         self.unlock().await;
     }
 
