@@ -18,10 +18,11 @@ use std::time::Instant;
 use datafusion::prelude::{DataFrame, SessionContext};
 use psync_lake_io::Lake;
 
+use crate::blame::blame;
 use crate::error::{CoreError, Result};
 use crate::health::{self, HealthInputs};
 use crate::inputs::{Inputs, Warnings};
-use crate::materialize::{Progress, ViewReport, blame};
+use crate::materialize::{Progress, ViewReport};
 use crate::publish::{Publisher, Staged};
 use crate::views::id_graph::IdGraph;
 use crate::views::{self, View, external_id_mapping, personas, resolved};

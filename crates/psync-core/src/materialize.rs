@@ -15,13 +15,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::catalog::TableProvider;
-use datafusion::error::DataFusionError;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use object_store::ObjectStoreExt;
-use psync_lake_io::{Lake, LakeError, LakeTable, Location, is_not_found, root_message};
+use psync_lake_io::{Lake, Location};
 use serde::Serialize;
 
+use crate::blame::blame;
 use crate::error::{CoreError, Result};
 use crate::incremental::{
     Delta, FileEntry, MANIFEST, Manifest, STATE_TABLES, Segment, plan_segment,
@@ -789,50 +788,6 @@ pub async fn explain(opts: &MaterializeOptions) -> Result<String> {
         out.push_str(&format!("-- {view}\n{text}\n"));
     }
     Ok(out)
-}
-
-/// Turns a query error into one that names the landed file that caused it, by
-/// scanning each file of each table alone (only ever done after a failure).
-pub async fn blame(ctx: &SessionContext, lake: &Lake, error: DataFusionError) -> CoreError {
-    for table in lake.tables() {
-        for file in table.files() {
-            let single = Arc::new(table.with_files(vec![file.clone()]));
-            if let Err(e) = scan(ctx, single.clone(), None).await {
-                if is_not_found(&e) {
-                    return LakeError::Vanished {
-                        file: lake.location().url_of(&file.meta.location),
-                    }
-                    .into();
-                }
-                // Name the column too, when one column alone fails.
-                let mut message = root_message(&e);
-                for field in single.schema().fields() {
-                    if scan(ctx, single.clone(), Some(field.name())).await.is_err() {
-                        message = format!("column '{}': {message}", field.name());
-                        break;
-                    }
-                }
-                return CoreError::InputFile {
-                    file: lake.location().url_of(&file.meta.location),
-                    message,
-                };
-            }
-        }
-    }
-    CoreError::DataFusion(error)
-}
-
-/// Reads a table (or one of its columns) to the end.
-async fn scan(
-    ctx: &SessionContext,
-    table: Arc<LakeTable>,
-    column: Option<&str>,
-) -> datafusion::error::Result<()> {
-    let mut df = ctx.read_table(table)?;
-    if let Some(c) = column {
-        df = df.select(vec![datafusion::prelude::ident(c)])?;
-    }
-    df.collect().await.map(|_| ())
 }
 
 // ---- Personas and `_resolved` views, the health report (see `crate::extras`) ----
