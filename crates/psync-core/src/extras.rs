@@ -1,5 +1,6 @@
-//! What a run publishes besides the three core views, staged after them and
-//! committed with them (so a failing run leaves all of it as it was):
+//! What a run publishes besides the three core views, planned here and staged
+//! by the run after them (committed with them, so a failing run leaves all of
+//! it as it was):
 //!
 //! ```text
 //! every Personas space found (personas_<space>/, engage_<space>/)
@@ -12,155 +13,140 @@
 //! incremental run reads the new files for the core views, but the Personas
 //! tables, the event tables and the daily merge counts are read in full (the
 //! id graph they join is the incremental run's, which equals a full run's).
+//!
+//! Only plans: running, staging and reporting them is the run's, so this
+//! module knows nothing of it.
 
-use std::time::Instant;
-
-use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::prelude::DataFrame;
 use psync_lake_io::Lake;
 
-use crate::error::{CoreError, Result};
+use crate::blame::blame;
+use crate::error::Result;
 use crate::health::{self, HealthInputs};
 use crate::inputs::{Inputs, Warnings};
-use crate::materialize::{Progress, ViewReport, blame};
-use crate::publish::{Publisher, Staged};
 use crate::views::id_graph::IdGraph;
 use crate::views::{self, View, external_id_mapping, personas, resolved};
 
-/// Everything the extra stage reads.
-pub struct Extras<'a> {
-    /// The run's session.
-    pub ctx: &'a SessionContext,
-    /// Every landed table, all files (as of the run's instant, for as-of runs).
-    pub inputs: &'a Inputs<'a>,
-    /// The run's resolved id graph.
-    pub graph: &'a IdGraph,
-    /// Where the run publishes.
-    pub publisher: &'a Publisher,
-    /// The views asked for.
-    pub views: &'a [View],
-    /// The core views this run already staged (the health report reads them).
-    pub staged: &'a [Staged],
-    /// Cycles the id graph broke.
-    pub cycles_broken: u64,
-    /// Whether to write the health tables.
-    pub health: bool,
-    /// Progress display.
-    pub progress: &'a dyn Progress,
+/// A file to stage: its name in the staging folder and the display, where it
+/// goes under the destination, and its plan.
+pub struct Extra {
+    /// `<space>.<view>`, the `_resolved` view's name, or `health.<table>`.
+    pub name: String,
+    /// The published file's path under the destination, one part per folder.
+    pub target: Vec<String>,
+    /// What the file holds.
+    pub df: DataFrame,
 }
 
-/// Stages the Personas views of every space, the `_resolved` views asked for,
-/// and the health tables; returns them with a report per view.
-pub async fn stage(x: &Extras<'_>) -> Result<(Vec<Staged>, Vec<ViewReport>)> {
-    let lake = x.inputs.lake();
-    let mut staged = vec![];
-    let mut reports = vec![];
+/// A Personas view of one space, or a `_resolved` view, before it is planned.
+pub struct ExtraView {
+    /// The Personas space (`None` for a `_resolved` view).
+    space: Option<String>,
+    view: View,
+}
 
-    let wanted: Vec<View> = x
-        .views
-        .iter()
-        .copied()
-        .filter(|v| v.is_personas())
-        .collect();
+/// Every Personas view asked for in every space of `lake`, then every
+/// `_resolved` view asked for, in the order the run stages them.
+pub fn extra_views(lake: &Lake, views: &[View]) -> Vec<ExtraView> {
+    let wanted: Vec<View> = views.iter().copied().filter(|v| v.is_personas()).collect();
     let spaces = lake.spaces();
     if !wanted.is_empty() && spaces.is_empty() {
         tracing::info!("no Personas space (personas_<space>/ or engage_<space>/) under the source");
     }
-    for space in &spaces {
+    let mut out = vec![];
+    for space in spaces {
         for &view in &wanted {
-            let name = format!("{space}.{view}");
-            let file = format!("{view}.parquet");
-            let target = [space.as_str(), view.name(), file.as_str()];
-            let df = views::sorted(view, personas::plan(x.inputs, space, view)?)?;
-            let (s, r) = timed(x, &name, &target, df, lake).await?;
-            staged.push(s);
-            reports.push(r);
+            out.push(ExtraView {
+                space: Some(space.clone()),
+                view,
+            });
         }
     }
-
-    for &view in x.views {
-        let Some(table) = view.resolved_table() else {
-            continue;
-        };
-        let name = view.name();
-        let file = format!("{name}.parquet");
-        let df = resolved::plan(x.inputs, table, x.graph)?;
-        let (s, r) = timed(x, name, &[name, file.as_str()], df, lake).await?;
-        staged.push(s);
-        reports.push(r);
+    for &view in views {
+        if view.resolved_table().is_some() {
+            out.push(ExtraView { space: None, view });
+        }
     }
+    out
+}
 
-    if !x.health {
-        return Ok((staged, reports));
+impl ExtraView {
+    /// Plans the view over `inputs` (every landed file) and the run's `graph`.
+    pub fn plan(&self, inputs: &Inputs<'_>, graph: &IdGraph) -> Result<Extra> {
+        let view = self.view;
+        match (&self.space, view.resolved_table()) {
+            (Some(space), _) => {
+                let file = format!("{view}.parquet");
+                Ok(Extra {
+                    name: format!("{space}.{view}"),
+                    target: vec![space.clone(), view.name().to_string(), file],
+                    df: views::sorted(view, personas::plan(inputs, space, view)?)?,
+                })
+            }
+            (None, Some(table)) => {
+                let name = view.name();
+                Ok(Extra {
+                    name: name.to_string(),
+                    target: vec![name.to_string(), format!("{name}.parquet")],
+                    df: resolved::plan(inputs, table, graph)?,
+                })
+            }
+            (None, None) => unreachable!("extra_views lists Personas and _resolved views only"),
+        }
     }
-    x.progress.stage("health");
-    let started = std::time::Instant::now();
-    let staged_view = |view: View| -> Option<String> {
-        x.staged
-            .iter()
-            .find(|s| s.name == view.name())
-            .map(|s| x.publisher.staging_url(&s.name))
-    };
-    let read = |url: String| x.ctx.read_parquet(url, Default::default());
-    let external_id_mapping = match staged_view(View::ExternalIdMapping) {
+}
+
+/// What the health tables are computed from.
+pub struct HealthOf<'a> {
+    /// Every landed table, all files (as of the run's instant, for as-of runs).
+    pub inputs: &'a Inputs<'a>,
+    /// The run's resolved id graph.
+    pub graph: &'a IdGraph,
+    /// The staged `external_id_mapping` file, when the run publishes that view.
+    pub external_id_mapping: Option<String>,
+    /// The staged `profile_traits` file, when the run publishes that view.
+    pub profile_traits: Option<String>,
+    /// The run they are written by.
+    pub run_id: &'a str,
+}
+
+/// Plans the health tables, in [`health::TABLES`] order.
+pub async fn health_tables(h: HealthOf<'_>) -> Result<Vec<Extra>> {
+    let ctx = h.inputs.ctx();
+    let read = |url: String| ctx.read_parquet(url, Default::default());
+    let external_id_mapping = match h.external_id_mapping {
         Some(url) => read(url).await?,
         // Cheap to plan again (one aggregation of the identifiers).
-        None => external_id_mapping::plan(x.inputs, x.graph, &mut Warnings::default())?,
+        None => external_id_mapping::plan(h.inputs, h.graph, &mut Warnings::default())?,
     };
-    let profile_traits = match staged_view(View::ProfileTraits) {
+    let profile_traits = match h.profile_traits {
         Some(url) => Some(read(url).await?),
         // The trait pivot is the costliest view: not run again for the report.
         None => None,
     };
     let tables = health::compute(HealthInputs {
-        inputs: x.inputs,
-        graph: x.graph,
+        inputs: h.inputs,
+        graph: h.graph,
         external_id_mapping,
         profile_traits,
-        cycles_broken: x.cycles_broken,
-        run_id: x.publisher.run_id(),
+        cycles_broken: h.graph.cycles_broken,
+        run_id: h.run_id,
     })
     .await;
     let tables = match tables {
         Ok(t) => t,
-        Err(e) => return Err(blame(x.ctx, lake, e).await),
+        Err(e) => return Err(blame(ctx, h.inputs.lake(), e).await),
     };
-    for (table, df) in tables {
-        let file = format!("{table}.parquet");
-        let target = [health::DIR[0], health::DIR[1], table, file.as_str()];
-        let s = x
-            .publisher
-            .stage_at(&format!("health.{table}"), &target, df)
-            .await?;
-        staged.push(s);
-    }
-    tracing::info!(
-        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
-        "health tables written"
-    );
-    Ok((staged, reports))
-}
-
-/// Runs and stages one view, timing it.
-async fn timed(
-    x: &Extras<'_>,
-    name: &str,
-    target: &[&str],
-    df: DataFrame,
-    lake: &Lake,
-) -> Result<(Staged, ViewReport)> {
-    x.progress.stage(name);
-    let t = Instant::now();
-    let s = match x.publisher.stage_at(name, target, df).await {
-        Ok(s) => s,
-        Err(CoreError::DataFusion(e)) => return Err(blame(x.ctx, lake, e).await),
-        Err(other) => return Err(other),
-    };
-    let report = ViewReport {
-        view: name.to_string(),
-        rows: s.rows,
-        file: x.publisher.dest().url_of(&s.target),
-        seconds: t.elapsed().as_secs_f64(),
-    };
-    x.progress.view_done(&report);
-    Ok((s, report))
+    Ok(tables
+        .into_iter()
+        .map(|(table, df)| {
+            let file = format!("{table}.parquet");
+            let target = [health::DIR[0], health::DIR[1], table, &file];
+            Extra {
+                name: format!("health.{table}"),
+                target: target.map(String::from).to_vec(),
+                df,
+            }
+        })
+        .collect())
 }

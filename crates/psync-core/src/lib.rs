@@ -14,7 +14,9 @@
 //! - [`verify`]: published views against a full recomputation.
 //! - [`extras`]: the Personas and `_resolved` views and the health report of a run.
 //! - [`health`]: the identity health tables.
+//! - [`blame`]: naming the landed file behind a query error.
 
+pub mod blame;
 pub mod catalog;
 pub mod error;
 pub mod extras;

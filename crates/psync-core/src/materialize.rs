@@ -15,14 +15,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::catalog::TableProvider;
-use datafusion::error::DataFusionError;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use object_store::ObjectStoreExt;
-use psync_lake_io::{Lake, LakeError, LakeTable, Location, is_not_found, root_message};
+use psync_lake_io::{Lake, Location};
 use serde::Serialize;
 
+use crate::blame::blame;
 use crate::error::{CoreError, Result};
+use crate::extras::{self, Extra};
 use crate::incremental::{
     Delta, FileEntry, MANIFEST, Manifest, STATE_TABLES, Segment, plan_segment,
 };
@@ -722,24 +722,37 @@ impl Run<'_> {
         Ok(done.into_iter().unzip())
     }
 
-    /// Runs and stages one view.
+    /// Runs and stages one core view.
     async fn stage_view(
         &self,
         view: View,
         df: DataFrame,
         input: &Lake,
     ) -> Result<(Staged, ViewReport)> {
+        let write = self.publisher.stage(view.name(), df);
+        self.stage_reported(view.name(), write, input).await
+    }
+
+    /// Runs and stages a Personas or `_resolved` view.
+    async fn stage_extra(&self, extra: Extra, input: &Lake) -> Result<(Staged, ViewReport)> {
+        let target: Vec<&str> = extra.target.iter().map(String::as_str).collect();
+        let write = self.publisher.stage_at(&extra.name, &target, extra.df);
+        self.stage_reported(&extra.name, write, input).await
+    }
+
+    /// Awaits the staging write of the view `name`, then reports it to the display.
+    async fn stage_reported(
+        &self,
+        name: &str,
+        write: impl std::future::Future<Output = Result<Staged>>,
+        input: &Lake,
+    ) -> Result<(Staged, ViewReport)> {
         let t = Instant::now();
-        let s = self
-            .stage(self.publisher.stage(view.name(), df), input)
-            .await?;
+        let s = self.stage(write, input).await?;
         let report = ViewReport {
-            view: view.name().to_string(),
+            view: name.to_string(),
             rows: s.rows,
-            file: self
-                .publisher
-                .dest()
-                .url_of(&self.publisher.view_file(view.name())),
+            file: self.publisher.dest().url_of(&s.target),
             seconds: t.elapsed().as_secs_f64(),
         };
         self.progress.view_done(&report);
@@ -814,50 +827,6 @@ pub async fn explain(opts: &MaterializeOptions) -> Result<String> {
     Ok(out)
 }
 
-/// Turns a query error into one that names the landed file that caused it, by
-/// scanning each file of each table alone (only ever done after a failure).
-pub async fn blame(ctx: &SessionContext, lake: &Lake, error: DataFusionError) -> CoreError {
-    for table in lake.tables() {
-        for file in table.files() {
-            let single = Arc::new(table.with_files(vec![file.clone()]));
-            if let Err(e) = scan(ctx, single.clone(), None).await {
-                if is_not_found(&e) {
-                    return LakeError::Vanished {
-                        file: lake.location().url_of(&file.meta.location),
-                    }
-                    .into();
-                }
-                // Name the column too, when one column alone fails.
-                let mut message = root_message(&e);
-                for field in single.schema().fields() {
-                    if scan(ctx, single.clone(), Some(field.name())).await.is_err() {
-                        message = format!("column '{}': {message}", field.name());
-                        break;
-                    }
-                }
-                return CoreError::InputFile {
-                    file: lake.location().url_of(&file.meta.location),
-                    message,
-                };
-            }
-        }
-    }
-    CoreError::DataFusion(error)
-}
-
-/// Reads a table (or one of its columns) to the end.
-async fn scan(
-    ctx: &SessionContext,
-    table: Arc<LakeTable>,
-    column: Option<&str>,
-) -> datafusion::error::Result<()> {
-    let mut df = ctx.read_table(table)?;
-    if let Some(c) = column {
-        df = df.select(vec![datafusion::prelude::ident(c)])?;
-    }
-    df.collect().await.map(|_| ())
-}
-
 // ---- Personas and `_resolved` views, the health report (see `crate::extras`) ----
 
 impl Run<'_> {
@@ -874,20 +843,47 @@ impl Run<'_> {
         self.late_materialization(false);
         // Every landed file whatever the mode: these are recomputed in full.
         let inputs = Inputs::new(self.ctx, self.lake).as_of(as_of);
-        let extras = crate::extras::Extras {
-            ctx: self.ctx,
+        // The health report reads the core views as staged, not as published.
+        let staged_view = |view: View| -> Option<String> {
+            files
+                .iter()
+                .find(|s| s.name == view.name())
+                .map(|s| self.publisher.staging_url(&s.name))
+        };
+        let external_id_mapping = staged_view(View::ExternalIdMapping);
+        let profile_traits = staged_view(View::ProfileTraits);
+        for view in extras::extra_views(self.lake, &self.opts.views) {
+            let extra = view.plan(&inputs, graph)?;
+            self.progress.stage(&extra.name);
+            let (s, r) = self.stage_extra(extra, self.lake).await?;
+            files.push(s);
+            reports.push(r);
+        }
+        if !self.opts.health {
+            return Ok((files, reports));
+        }
+        self.progress.stage("health");
+        let started = Instant::now();
+        let tables = extras::health_tables(extras::HealthOf {
             inputs: &inputs,
             graph,
-            publisher: self.publisher,
-            views: &self.opts.views,
-            staged: &files,
-            cycles_broken: graph.cycles_broken,
-            health: self.opts.health,
-            progress: self.progress,
-        };
-        let (more, more_reports) = crate::extras::stage(&extras).await?;
-        files.extend(more);
-        reports.extend(more_reports);
+            external_id_mapping,
+            profile_traits,
+            run_id: self.publisher.run_id(),
+        })
+        .await?;
+        for table in tables {
+            let target: Vec<&str> = table.target.iter().map(String::as_str).collect();
+            let s = self
+                .publisher
+                .stage_at(&table.name, &target, table.df)
+                .await?;
+            files.push(s);
+        }
+        tracing::info!(
+            seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+            "health tables written"
+        );
         Ok((files, reports))
     }
 }

@@ -18,9 +18,9 @@ use datafusion::prelude::{DataFrame, SessionContext, col, ident};
 use psync_lake_io::{Lake, Location};
 use serde::Serialize;
 
+use crate::blame::blame;
 use crate::error::{CoreError, Result};
 use crate::inputs::{Inputs, Warnings};
-use crate::materialize::blame;
 use crate::session::{EngineOptions, views_context};
 use crate::views::{self, View};
 
