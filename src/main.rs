@@ -8,6 +8,7 @@ mod query;
 mod report;
 mod signals;
 mod size;
+mod source;
 mod status;
 mod store;
 mod verify;
@@ -50,9 +51,16 @@ fn main() -> ExitCode {
     // --quiet means errors only: warnings are still in the run record.
     let quiet = matches!(&cli.command, Command::Materialize(a) if a.quiet);
     let level = if quiet { "error" } else { cli.log.as_str() };
+    // The Delta kernel logs every error it returns; the error itself reaches the
+    // user as one line, so its logs show only when asked for by name.
+    let filter = if level.contains("delta_kernel") {
+        level.to_string()
+    } else {
+        format!("{level},delta_kernel=off")
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)

@@ -78,6 +78,8 @@ pub struct Args {
     #[arg(long)]
     break_lock: bool,
     #[command(flatten)]
+    source_at: crate::source::SourceAtArgs,
+    #[command(flatten)]
     engine: crate::engine::EngineArgs,
 }
 
@@ -126,7 +128,7 @@ impl Progress for Display {
 
 /// Parses an instant: RFC 3339 (`2024-05-01T00:00:00Z`, any offset) or a date
 /// (midnight UTC), to µs since the epoch.
-fn parse_instant(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_instant(s: &str) -> Result<i64, String> {
     let t = s.trim();
     if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
         return Ok(d.timestamp_micros());
@@ -172,6 +174,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         stop: Stop::new(),
         mode,
         health: !a.no_health,
+        source_at: a.source_at.at(),
     };
     let runtime = crate::engine::runtime(&engine)?;
     if a.explain {

@@ -20,6 +20,8 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    source_at: crate::source::SourceAtArgs,
+    #[command(flatten)]
     engine: crate::engine::EngineArgs,
 }
 
@@ -35,6 +37,7 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
             a.views.clone()
         },
         engine: engine.clone(),
+        source_at: a.source_at.at(),
     };
     let runtime = crate::engine::runtime(&engine)?;
     let stop = crate::signals::install(&runtime)?;

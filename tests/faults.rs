@@ -313,6 +313,7 @@ impl ObjectStore for Faulty {
 pub(crate) fn options(source: &str, dest: &str, stale_lock_after: Duration) -> MaterializeOptions {
     MaterializeOptions {
         health: true,
+        source_at: Default::default(),
         source: source.to_string(),
         dest: dest.to_string(),
         views: View::ALL.to_vec(),

@@ -525,6 +525,7 @@ pub(crate) fn options(
 ) -> MaterializeOptions {
     MaterializeOptions {
         health: true,
+        source_at: Default::default(),
         source: source.display().to_string(),
         dest: dest.display().to_string(),
         views: View::ALL.to_vec(),

@@ -51,6 +51,8 @@ pub struct Args {
     #[arg(long, value_parser = parse_size)]
     memory_limit: Option<usize>,
     #[command(flatten)]
+    source_at: crate::source::SourceAtArgs,
+    #[command(flatten)]
     store: crate::store::StoreArgs,
 }
 
@@ -65,7 +67,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let rt = crate::engine::runtime(&engine)?;
     let ctx = new_context(&engine)?;
     let (lake, published) = rt.block_on(async {
-        let lake = Lake::open(&ctx.state(), locate(&ctx, &a.source, &engine)?).await?;
+        let source = locate(&ctx, &a.source, &engine)?;
+        let lake = Lake::open_at(&ctx.state(), source, &a.source_at.at()).await?;
         let published = match &a.dest {
             Some(d) => Some(Lake::open(&ctx.state(), locate(&ctx, d, &engine)?).await?),
             None => None,

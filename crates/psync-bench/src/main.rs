@@ -29,18 +29,22 @@ const SCRIPTS: &[(&str, &str)] = &[
     ("prep.py", include_str!("../python/prep.py")),
     ("compare.py", include_str!("../python/compare.py")),
     ("split.py", include_str!("../python/split.py")),
+    ("delta.py", include_str!("../python/delta.py")),
 ];
 
 const REFERENCE: &str = "psync-lake";
 /// Every system, in running order (`--systems` picks some).
 const SYSTEMS: &[&str] = &[
     REFERENCE,
+    DELTA_INPUT,
     "duckdb-best",
     "duckdb-dbt",
     "datafusion-sql",
     "polars",
     "scan-floor",
 ];
+/// psync-lake on the same lake landed as Delta tables (the same data files plus a log).
+const DELTA_INPUT: &str = "psync-lake-delta";
 /// The independent exact model psync-lake's own `rows_equal` is taken from.
 const ORACLE: &str = "duckdb-best";
 
@@ -83,7 +87,8 @@ struct Args {
     #[arg(long, env = "PSYNC_PYTHON")]
     python: Option<PathBuf>,
     /// Only these systems (psync-lake, the reference, always runs), comma-separated:
-    /// psync-lake, duckdb-best, duckdb-dbt, datafusion-sql, polars, scan-floor.
+    /// psync-lake, psync-lake-delta (the lake as Delta tables), duckdb-best, duckdb-dbt,
+    /// datafusion-sql, polars, scan-floor.
     #[arg(long, value_delimiter = ',')]
     systems: Vec<String>,
 }
@@ -294,6 +299,9 @@ fn run() -> Result<bool> {
             || bench.args.systems.is_empty()
             || bench.args.systems.iter().any(|s| s == system.name);
         if wanted {
+            if system.name == DELTA_INPUT {
+                bench.land_as_delta(&lake_dir)?;
+            }
             entries.push(bench.run_system(&system)?);
         }
     }
@@ -311,6 +319,24 @@ fn run() -> Result<bool> {
 impl Bench {
     fn dest(&self, system: &str) -> PathBuf {
         self.out.join("out").join(system)
+    }
+
+    /// Where the `psync-lake-delta` system's lake is: see `python/delta.py`.
+    fn delta_lake(&self) -> PathBuf {
+        self.out.join("lake_delta")
+    }
+
+    /// Lands the lake's core tables as Delta tables (untimed).
+    fn land_as_delta(&self, lake: &Path) -> Result<()> {
+        eprintln!("landing the lake as Delta tables (deltalake's convert_to_deltalake) ...");
+        self.python_cmd("delta.py")
+            .arg("--lake")
+            .arg(lake)
+            .arg("--out")
+            .arg(self.delta_lake())
+            .output()
+            .context("landing the lake as Delta tables (delta.py)")?;
+        Ok(())
     }
 
     fn python_cmd(&self, script: &str) -> Cmd {
@@ -365,6 +391,24 @@ impl Bench {
                 note: Some(format!(
                     "materialize --mode full; rows_equal compares it with {ORACLE}"
                 )),
+            },
+            System {
+                name: DELTA_INPUT,
+                view: "all",
+                cmd: self
+                    .psync()
+                    .arg("materialize")
+                    .arg("--source")
+                    .arg(self.delta_lake())
+                    .arg("--dest")
+                    .arg(self.dest(DELTA_INPUT))
+                    .args(["--mode", "full", "--threads", &t, "--quiet"])
+                    .args(CORE_ONLY),
+                dest: Some(self.dest(DELTA_INPUT)),
+                note: Some(
+                    "the same data files as Delta tables (one commit each): log replay by the Delta kernel"
+                        .to_string(),
+                ),
             },
             py(
                 "duckdb-best",

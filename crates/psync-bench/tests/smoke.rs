@@ -48,6 +48,7 @@ fn tiny_lake_every_system_agrees_with_psync_lake() {
         .collect();
     for s in [
         "psync-lake",
+        "psync-lake-delta",
         "duckdb-best",
         "duckdb-dbt",
         "datafusion-sql",

@@ -71,6 +71,9 @@ pub struct Manifest {
     /// Merge cycles broken in the published id graph.
     #[serde(default)]
     pub cycles_broken: u64,
+    /// The version read of each Delta table (its files are the ones listed above).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub delta_versions: BTreeMap<String, u64>,
 }
 
 /// One processed landed file.
@@ -107,6 +110,10 @@ impl FileEntry {
             return Some(format!("size {} -> {}", self.size, now.size));
         }
         match (&self.e_tag, &now.e_tag) {
+            // psync_lake_io tags a Delta file with its deletion vector's digest.
+            (Some(a), Some(b)) if a != b && b.contains("+dv:") => {
+                Some("rows deleted by a Delta deletion vector".into())
+            }
             (Some(a), Some(b)) if a != b => Some(format!("ETag {a} -> {b}")),
             (Some(_), Some(_)) => None,
             _ if self.last_modified != now.last_modified => Some(format!(
@@ -145,6 +152,10 @@ impl Manifest {
             files,
             views: BTreeMap::new(),
             cycles_broken: 0,
+            delta_versions: lake
+                .tables()
+                .filter_map(|t| Some((t.name().to_string(), t.delta_version()?)))
+                .collect(),
         }
     }
 
@@ -211,11 +222,23 @@ impl Delta {
             }
         }
         for (table, entries) in &manifest.files {
+            // A Delta table's file leaves its log (a delete, an OPTIMIZE) but usually
+            // stays on storage until a VACUUM.
+            let gone = match lake.table(table).and_then(|t| t.delta_version()) {
+                Some(version) => format!(
+                    "removed from the Delta log (version {} -> {version})",
+                    manifest
+                        .delta_versions
+                        .get(table)
+                        .map_or("?".to_string(), u64::to_string)
+                ),
+                None => "deleted".to_string(),
+            };
             for e in entries {
                 if !listed.contains(&(table.clone(), e.path.clone())) {
                     let parts: Vec<&str> = e.path.split('/').collect();
                     let url = lake.location().url_of(&lake.location().child(&parts));
-                    delta.changed.push((url, "deleted".into()));
+                    delta.changed.push((url, gone.clone()));
                 }
             }
         }
@@ -283,6 +306,8 @@ mod tests {
                 rows: n,
                 null_counts: BTreeMap::new(),
                 columns: vec![],
+                partition_values: vec![],
+                selection: None,
             })
             .collect()
     }

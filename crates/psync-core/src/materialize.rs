@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use object_store::ObjectStoreExt;
-use psync_lake_io::{Lake, Location};
+use psync_lake_io::{DeltaAt, Lake, Location};
 use serde::Serialize;
 
 use crate::blame::blame;
@@ -78,6 +78,8 @@ pub struct MaterializeOptions {
     pub mode: RunMode,
     /// Whether the run writes the identity health tables under `<dest>/_psync/health/`.
     pub health: bool,
+    /// The version of the source's Delta tables to read.
+    pub source_at: DeltaAt,
 }
 
 /// One landed table as read by a run.
@@ -87,10 +89,13 @@ pub struct InputReport {
     pub table: String,
     /// Parquet files read.
     pub files: usize,
-    /// Rows (from the footers).
+    /// Rows (from the footers, less the rows deletion vectors remove).
     pub rows: u64,
     /// Bytes of Parquet.
     pub bytes: u64,
+    /// The version of the table's Delta log read, for a Delta table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta_version: Option<u64>,
 }
 
 /// One published view.
@@ -193,7 +198,7 @@ pub async fn materialize_at(
     source.register(&ctx);
     dest.register(&ctx);
     progress.stage("listing");
-    let lake = Lake::open(&ctx.state(), source).await?;
+    let lake = Lake::open_at(&ctx.state(), source, &opts.source_at).await?;
     if lake.tables().next().is_none() {
         return Err(CoreError::Config(format!(
             "no tables under {} (expected <root>/<table>/*.parquet)",
@@ -784,6 +789,7 @@ impl Run<'_> {
                     files: t.files().len(),
                     rows: t.rows(),
                     bytes: t.files().iter().map(|f| f.meta.size).sum(),
+                    delta_version: t.delta_version(),
                 })
                 .collect(),
             views,
@@ -813,7 +819,8 @@ impl Run<'_> {
 /// DataFusion's `EXPLAIN` prints it, without writing anything.
 pub async fn explain(opts: &MaterializeOptions) -> Result<String> {
     let ctx = views_context(&opts.engine)?;
-    let lake = Lake::open(&ctx.state(), locate(&ctx, &opts.source, &opts.engine)?).await?;
+    let source = locate(&ctx, &opts.source, &opts.engine)?;
+    let lake = Lake::open_at(&ctx.state(), source, &opts.source_at).await?;
     let inputs = Inputs::new(&ctx, &lake);
     let planned = views::plan(&inputs, &opts.views, &mut Warnings::default()).await?;
     let mut out = String::new();

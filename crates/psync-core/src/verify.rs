@@ -15,7 +15,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::logical_expr::{JoinType, cast};
 use datafusion::prelude::{DataFrame, SessionContext, col, ident};
-use psync_lake_io::{Lake, Location};
+use psync_lake_io::{DeltaAt, Lake, Location};
 use serde::Serialize;
 
 use crate::blame::blame;
@@ -38,6 +38,8 @@ pub struct VerifyOptions {
     pub views: Vec<View>,
     /// Engine settings.
     pub engine: EngineOptions,
+    /// The version of the source's Delta tables to read.
+    pub source_at: DeltaAt,
 }
 
 /// How one published view compares with a full recomputation.
@@ -75,7 +77,7 @@ pub async fn verify(opts: &VerifyOptions) -> Result<Vec<ViewCheck>> {
     let dest = Location::parse_with(&opts.dest, &opts.engine.store)?;
     source.register(&ctx);
     dest.register(&ctx);
-    let lake = Lake::open(&ctx.state(), source).await?;
+    let lake = Lake::open_at(&ctx.state(), source, &opts.source_at).await?;
     let published = Lake::open(&ctx.state(), dest).await?;
     let inputs = Inputs::new(&ctx, &lake);
     let planned = match views::plan(&inputs, &opts.views, &mut Warnings::default()).await {

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! <root>/<table>/**/*.parquet ── list (once) ──► files per table
+//! <root>/<table>/_delta_log/  ── Delta log replay (crate::delta) ──► live files per table
 //!        each footer ── read (once, cached for the scan) ──► FileSchema
 //!        FileSchemas ── schema::unify ──► LakeTable (TableProvider)
 //! ```
@@ -11,14 +12,17 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::MemorySchemaProvider;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::execution::SessionState;
 use datafusion::parquet::arrow::parquet_to_arrow_schema;
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
+use object_store::path::Path;
 use tracing::debug;
 
+use crate::delta::{self, DELTA_LOG, DeltaAt, DeltaSnapshot};
 use crate::error::{LakeError, Result, is_not_found, root_message};
 use crate::location::Location;
 use crate::schema::{FileSchema, unify};
@@ -65,10 +69,33 @@ fn table_name(parts: &[String]) -> String {
     }
 }
 
+/// A file to open as part of a table, with what a Delta log says of it.
+struct Listed {
+    meta: ObjectMeta,
+    partition_values: Vec<ScalarValue>,
+    deleted_rows: Option<Arc<[u64]>>,
+}
+
+impl Listed {
+    fn plain(meta: ObjectMeta) -> Listed {
+        Listed {
+            meta,
+            partition_values: vec![],
+            deleted_rows: None,
+        }
+    }
+}
+
 impl Lake {
     /// Lists `location` once and reads every footer once (into DataFusion's file
-    /// metadata cache, where the scans find them again).
+    /// metadata cache, where the scans find them again); Delta tables at their
+    /// latest version.
     pub async fn open(state: &SessionState, location: Location) -> Result<Lake> {
+        Self::open_at(state, location, &DeltaAt::Latest).await
+    }
+
+    /// As [`Self::open`], with every Delta table read at `at`.
+    pub async fn open_at(state: &SessionState, location: Location, at: &DeltaAt) -> Result<Lake> {
         if let Some(dir) = &location.local_dir
             && !dir.is_dir()
         {
@@ -88,6 +115,8 @@ impl Lake {
             })?;
 
         let mut by_table: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
+        // Tables whose folder holds a transaction log: their files are the log's.
+        let mut delta_roots: BTreeMap<String, Path> = BTreeMap::new();
         for meta in listed {
             let Some(rel) = meta.location.prefix_match(&location.prefix) else {
                 continue;
@@ -96,6 +125,16 @@ impl Lake {
             let Some(file) = parts.last() else {
                 continue;
             };
+            if let Some(i) = parts.iter().position(|p| p == DELTA_LOG)
+                && i >= 1
+                && !parts[..i].iter().any(|p| hidden(p))
+            {
+                let root: Vec<&str> = parts[..i].iter().map(String::as_str).collect();
+                delta_roots
+                    .entry(table_name(&parts[..=i]))
+                    .or_insert_with(|| location.child(&root));
+                continue;
+            }
             if parts.len() < 2 || parts.iter().any(|p| hidden(p)) {
                 continue;
             }
@@ -107,9 +146,21 @@ impl Lake {
 
         let mut tables = BTreeMap::new();
         for (name, mut metas) in by_table {
+            if delta_roots.contains_key(&name) {
+                continue;
+            }
             metas.sort_by(|a, b| a.location.cmp(&b.location));
-            let table = Self::open_table(state, &location, &name, metas).await?;
+            let listed = metas.into_iter().map(Listed::plain).collect();
+            let (files, schema) = Self::open_files(state, &location, listed, vec![]).await?;
+            let table = LakeTable::new(name.clone(), location.store_url.clone(), files, schema);
             debug!(table = %name, files = table.files().len(), rows = table.rows(), "listed");
+            tables.insert(name, table);
+        }
+        for (name, root) in delta_roots {
+            let snapshot = delta::snapshot(&location, &root, at).await?;
+            let table = Self::open_delta(state, &location, &name, &root, snapshot).await?;
+            debug!(table = %name, version = ?table.delta_version(), files = table.files().len(),
+                rows = table.rows(), "Delta table");
             tables.insert(name, table);
         }
         if tables.is_empty() {
@@ -118,65 +169,149 @@ impl Lake {
         Ok(Lake { location, tables })
     }
 
-    async fn open_table(
+    /// A Delta table from its live files: the footers give the file columns (as
+    /// for plain files), the log adds the columns no live file has yet and the
+    /// partition columns.
+    async fn open_delta(
         state: &SessionState,
         location: &Location,
         name: &str,
-        metas: Vec<ObjectMeta>,
+        root: &Path,
+        snapshot: DeltaSnapshot,
     ) -> Result<LakeTable> {
-        let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
-        let store = location.store.clone();
-        let read: Vec<(LakeFile, FileSchema)> = futures::stream::iter(metas)
-            .map(|meta| {
-                let store = store.clone();
-                let cache = cache.clone();
-                let url = location.url_of(&meta.location);
-                async move {
-                    let unreadable = |e: &dyn std::fmt::Display| LakeError::Unreadable {
-                        file: url.clone(),
-                        message: e.to_string(),
-                    };
-                    let md = DFParquetMetadata::new(store.as_ref(), &meta)
-                        .with_file_metadata_cache(Some(cache))
-                        .fetch_metadata()
-                        .await
-                        .map_err(|e| {
-                            if is_not_found(&e) {
-                                LakeError::Vanished { file: url.clone() }
-                            } else {
-                                unreadable(&root_message(&e))
-                            }
-                        })?;
-                    let fm = md.file_metadata();
-                    let schema =
-                        parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
-                            .map_err(|e| unreadable(&e))?;
-                    let file_schema = FileSchema::new(url.clone(), &schema)?;
-                    let rows = u64::try_from(fm.num_rows()).unwrap_or(0);
-                    let columns = file_schema.columns.iter().map(|(n, _)| n.clone()).collect();
-                    let null_counts = footer_null_counts(&md);
-                    Ok::<_, LakeError>((
-                        LakeFile {
-                            meta,
-                            rows,
-                            null_counts,
-                            columns,
-                        },
-                        file_schema,
-                    ))
-                }
+        let table_url = location.url_of(root);
+        let in_log = |e: String| LakeError::Delta {
+            table: table_url.clone(),
+            message: e,
+        };
+        let partition_fields: Vec<_> = snapshot
+            .partition_fields
+            .iter()
+            .map(|f| Arc::new(f.as_ref().clone().with_name(f.name().to_lowercase())))
+            .collect();
+        let mut listed = Vec::with_capacity(snapshot.files.len());
+        for f in snapshot.files {
+            let values = snapshot
+                .partition_fields
+                .iter()
+                .map(|field| {
+                    delta::partition_value(
+                        field,
+                        f.partition_values.get(field.name()).map(String::as_str),
+                    )
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(in_log)?;
+            listed.push(Listed {
+                meta: f.meta,
+                partition_values: values,
+                deleted_rows: f.deleted_rows,
+            });
+        }
+        let data_columns: Vec<_> = snapshot
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| {
+                !partition_fields
+                    .iter()
+                    .any(|p| p.name().eq_ignore_ascii_case(f.name()))
             })
-            .buffered(FOOTER_CONCURRENCY)
-            .try_collect()
-            .await?;
-        let (files, schemas): (Vec<_>, Vec<_>) = read.into_iter().unzip();
-        let schema = unify(&schemas)?;
-        Ok(LakeTable::new(
+            .cloned()
+            .collect();
+        let logged = FileSchema::new(
+            format!("{table_url}/{DELTA_LOG}"),
+            &datafusion::arrow::datatypes::Schema::new(data_columns),
+        )?;
+        let (files, schema) = Self::open_files(state, location, listed, vec![logged]).await?;
+        Ok(LakeTable::delta(
             name.to_string(),
             location.store_url.clone(),
             files,
             schema,
+            partition_fields,
+            snapshot.version,
         ))
+    }
+
+    /// Reads the footers of `listed`; the table's file schema unifies theirs and
+    /// `extra` (first, so a log's column order leads).
+    async fn open_files(
+        state: &SessionState,
+        location: &Location,
+        listed: Vec<Listed>,
+        extra: Vec<FileSchema>,
+    ) -> Result<(Vec<LakeFile>, SchemaRef)> {
+        let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+        let store = location.store.clone();
+        let read: Vec<(LakeFile, FileSchema)> = futures::stream::iter(listed)
+            .map(
+                |Listed {
+                     meta,
+                     partition_values,
+                     deleted_rows,
+                 }| {
+                    let store = store.clone();
+                    let cache = cache.clone();
+                    let url = location.url_of(&meta.location);
+                    async move {
+                        let unreadable = |e: &dyn std::fmt::Display| LakeError::Unreadable {
+                            file: url.clone(),
+                            message: e.to_string(),
+                        };
+                        let md = DFParquetMetadata::new(store.as_ref(), &meta)
+                            .with_file_metadata_cache(Some(cache))
+                            .fetch_metadata()
+                            .await
+                            .map_err(|e| {
+                                if is_not_found(&e) {
+                                    LakeError::Vanished { file: url.clone() }
+                                } else {
+                                    unreadable(&root_message(&e))
+                                }
+                            })?;
+                        let fm = md.file_metadata();
+                        let schema =
+                            parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
+                                .map_err(|e| unreadable(&e))?;
+                        let file_schema = FileSchema::new(url.clone(), &schema)?;
+                        let file_rows = u64::try_from(fm.num_rows()).unwrap_or(0);
+                        let columns = file_schema.columns.iter().map(|(n, _)| n.clone()).collect();
+                        let (rows, null_counts, selection, meta) = match deleted_rows {
+                            None => (file_rows, footer_null_counts(&md), None, meta),
+                            Some(deleted) => {
+                                let selection = delta::row_selection(file_rows, &deleted);
+                                let rows = selection.row_count() as u64;
+                                // The footer counts the deleted rows' NULLs too: unknown.
+                                (
+                                    rows,
+                                    BTreeMap::new(),
+                                    Some(Arc::new(selection)),
+                                    with_dv_tag(meta, &deleted),
+                                )
+                            }
+                        };
+                        Ok::<_, LakeError>((
+                            LakeFile {
+                                meta,
+                                rows,
+                                null_counts,
+                                columns,
+                                partition_values,
+                                selection,
+                            },
+                            file_schema,
+                        ))
+                    }
+                },
+            )
+            .buffered(FOOTER_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let (files, mut schemas): (Vec<_>, Vec<_>) = read.into_iter().unzip();
+        let mut all = extra;
+        all.append(&mut schemas);
+        Ok((files, unify(&all)?))
     }
 
     /// The same lake with each table's files chosen by `files(table, all its files)`;
@@ -253,6 +388,20 @@ pub fn ensure_schema(ctx: &SessionContext, name: &str) -> Result<()> {
         catalog.register_schema(name, Arc::new(MemorySchemaProvider::new()))?;
     }
     Ok(())
+}
+
+/// The file's identity for incremental runs includes its deletion vector: the
+/// same data file with more rows deleted is a changed file.
+fn with_dv_tag(mut meta: ObjectMeta, deleted: &[u64]) -> ObjectMeta {
+    // A stable digest (not std's hasher, which may change between builds), as the
+    // tag is compared with the one an earlier run recorded.
+    let mut digest = sha1_smol::Sha1::new();
+    for row in deleted {
+        digest.update(&row.to_le_bytes());
+    }
+    let base = meta.e_tag.take().unwrap_or_default();
+    meta.e_tag = Some(format!("{base}+dv:{}:{}", deleted.len(), digest.digest()));
+    meta
 }
 
 /// NULLs per top-level primitive column, summed over row groups; a column is left

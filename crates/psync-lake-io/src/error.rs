@@ -23,6 +23,9 @@ pub enum LakeError {
         "{file}: vanished after the lake was listed (deleted or replaced while the run read it)"
     )]
     Vanished { file: String },
+    /// A Delta table's log could not be read, or asks for a feature not supported.
+    #[error("{table}: Delta table: {message}")]
+    Delta { table: String, message: String },
     /// A file's schema does not fit its table.
     #[error("{file}: {message}")]
     Schema { file: String, message: String },

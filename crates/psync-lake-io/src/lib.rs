@@ -5,10 +5,12 @@
 //! - [`LocalStore`]: the local file system, with conditional overwrites.
 //! - [`Lake`]: the tables under a root, listed and footer-read once.
 //! - [`LakeTable`]: a table as a DataFusion `TableProvider` with a normalised schema.
+//! - [`delta`]: Delta tables, read at a version of their transaction log.
 //! - [`schema`]: the normalisation rules.
 
 mod adapter;
 mod catalog;
+pub mod delta;
 mod error;
 mod local;
 mod location;
@@ -17,6 +19,7 @@ mod table;
 
 pub use adapter::CaseInsensitiveAdapterFactory;
 pub use catalog::{Lake, SPACE_PREFIXES, ensure_schema, is_space};
+pub use delta::DeltaAt;
 pub use error::{LakeError, Result, is_not_found, root_message};
 pub use local::LocalStore;
 pub use location::{Location, StoreOptions};

@@ -5,17 +5,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
-use datafusion::common::{DFSchema, Result, Statistics};
+use datafusion::common::{DFSchema, Result, ScalarValue, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::parquet::arrow::arrow_reader::RowSelection;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use object_store::ObjectMeta;
@@ -34,6 +37,10 @@ pub struct LakeFile {
     pub null_counts: BTreeMap<String, u64>,
     /// The file's top-level columns, lower-case.
     pub columns: Vec<String>,
+    /// Values of the table's partition columns (Delta tables), in their order.
+    pub partition_values: Vec<ScalarValue>,
+    /// The rows a scan reads, when a Delta deletion vector removes some.
+    pub selection: Option<Arc<RowSelection>>,
 }
 
 impl LakeFile {
@@ -49,7 +56,14 @@ pub struct LakeTable {
     name: String,
     store_url: ObjectStoreUrl,
     files: Vec<LakeFile>,
+    /// The columns in the files.
+    file_schema: SchemaRef,
+    /// Partition columns, whose values come with each file (Delta tables).
+    partition_fields: Vec<FieldRef>,
+    /// The file columns, then the partition columns.
     schema: SchemaRef,
+    /// The version read, for a Delta table.
+    delta_version: Option<u64>,
 }
 
 impl LakeTable {
@@ -64,8 +78,43 @@ impl LakeTable {
             name,
             store_url,
             files,
+            file_schema: schema.clone(),
+            partition_fields: vec![],
             schema,
+            delta_version: None,
         }
+    }
+
+    /// A Delta table read at `version`: `partition_fields` follow the file columns,
+    /// and each file carries its values of them.
+    pub fn delta(
+        name: String,
+        store_url: ObjectStoreUrl,
+        files: Vec<LakeFile>,
+        file_schema: SchemaRef,
+        partition_fields: Vec<FieldRef>,
+        version: u64,
+    ) -> Self {
+        let fields: Vec<FieldRef> = file_schema
+            .fields()
+            .iter()
+            .cloned()
+            .chain(partition_fields.iter().cloned())
+            .collect();
+        LakeTable {
+            name,
+            store_url,
+            files,
+            file_schema,
+            partition_fields,
+            schema: Arc::new(Schema::new(fields)),
+            delta_version: Some(version),
+        }
+    }
+
+    /// The version of the Delta log read, when the table is a Delta table.
+    pub fn delta_version(&self) -> Option<u64> {
+        self.delta_version
     }
 
     /// The table's name (its folder).
@@ -120,7 +169,13 @@ impl LakeTable {
             // Largest first into the lightest group keeps the groups balanced.
             if let Some(g) = groups.iter_mut().min_by_key(|g| g.0) {
                 g.0 += f.meta.size;
-                g.1.push(PartitionedFile::new_from_meta(f.meta.clone()));
+                let mut file = PartitionedFile::new_from_meta(f.meta.clone())
+                    .with_partition_values(f.partition_values.clone());
+                if let Some(selection) = &f.selection {
+                    file =
+                        file.with_extension(ParquetRowSelection::new(selection.as_ref().clone()));
+                }
+                g.1.push(file);
             }
         }
         groups
@@ -163,7 +218,10 @@ impl TableProvider for LakeTable {
             };
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
-        let mut source = ParquetSource::new(self.schema.clone())
+        let table_schema = TableSchema::builder(self.file_schema.clone())
+            .with_table_partition_cols(self.partition_fields.clone())
+            .build();
+        let mut source = ParquetSource::new(table_schema)
             .with_table_parquet_options(state.table_options().parquet.clone());
         if let Some(predicate) = conjunction(filters.iter().cloned()) {
             let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
