@@ -350,29 +350,64 @@ def broken_lake(tmp_path, how):
         (log / f"{v:020d}.json").write_text(json.dumps({"protocol": {
             "minReaderVersion": 3, "minWriterVersion": 7,
             "readerFeatures": ["fancyFutureFeature"], "writerFeatures": ["fancyFutureFeature"]}}) + "\n")
-    elif how == "column_mapping":
-        v = DeltaTable(str(table)).version()
-        meta = None
-        for line in (log / f"{0:020d}.json").read_text().splitlines():
-            if "metaData" in json.loads(line):
-                meta = json.loads(line)["metaData"]
-        meta.setdefault("configuration", {})["delta.columnMapping.mode"] = "name"
-        schema = json.loads(meta["schemaString"])
-        for i, field in enumerate(schema["fields"], start=1):
-            field["metadata"] = {"delta.columnMapping.id": i, "delta.columnMapping.physicalName": field["name"]}
-        meta["schemaString"] = json.dumps(schema)
-        meta["configuration"]["delta.columnMapping.maxColumnId"] = str(len(schema["fields"]))
-        (log / f"{v + 1:020d}.json").write_text(
-            json.dumps({"protocol": {"minReaderVersion": 2, "minWriterVersion": 5}}) + "\n"
-            + json.dumps({"metaData": meta}) + "\n")
+    elif how == "column_mapping_id":
+        column_map(table, "id")
     return lake
+
+
+def column_map(table: pathlib.Path, mode: str):
+    """Rewrites a Delta table as a column-mapped one (as Databricks makes them): every
+    data file rewritten with physical column names `col-<n>`, one commit that removes
+    the old files, adds the new ones and sets `delta.columnMapping.mode`."""
+    dt = DeltaTable(str(table))
+    log = table / "_delta_log"
+    v = dt.version()
+    meta = None
+    for line in (log / f"{0:020d}.json").read_text().splitlines():
+        if "metaData" in json.loads(line):
+            meta = json.loads(line)["metaData"]
+    schema = json.loads(meta["schemaString"])
+    physical = {}
+    for i, field in enumerate(schema["fields"], start=1):
+        physical[field["name"]] = f"col-{i:04d}-{field['name'][::-1]}"
+        field["metadata"] = {"delta.columnMapping.id": i,
+                             "delta.columnMapping.physicalName": physical[field["name"]]}
+    meta["schemaString"] = json.dumps(schema)
+    meta.setdefault("configuration", {})["delta.columnMapping.mode"] = mode
+    meta["configuration"]["delta.columnMapping.maxColumnId"] = str(len(schema["fields"]))
+    partition_cols = meta.get("partitionColumns", [])
+    actions = [{"protocol": {"minReaderVersion": 2, "minWriterVersion": 5}}, {"metaData": meta}]
+    for i, add in enumerate(add_actions(dt)):
+        t = pq.read_table(table / add["path"])
+        t = t.rename_columns([physical.get(c, c) for c in t.column_names])
+        name = f"mapped-{i}.parquet"
+        pq.write_table(t, table / name)
+        values = {physical[k]: (None if v is None else str(v)) for k, v in (add.get("partition") or {}).items()}
+        actions.append({"remove": {"path": add["path"], "deletionTimestamp": 1, "dataChange": True}})
+        actions.append({"add": {"path": name, "partitionValues": values, "size": (table / name).stat().st_size,
+                                "modificationTime": 1, "dataChange": True}})
+    assert all(c in physical for c in partition_cols)
+    (log / f"{v + 1:020d}.json").write_text("\n".join(json.dumps(a) for a in actions) + "\n")
+
+
+def test_column_mapping_name_mode_reads_the_logs_names(tmp_path):
+    lake = tmp_path / "delta"
+    land_as_delta(ROOT / "data" / "sample", lake, commits=2)
+    before = tmp_path / "views_before"
+    materialize(lake, before)
+    for table in CORE:
+        column_map(lake / table, "name")
+    assert "segment_id" not in pq.read_schema(next((lake / "id_graph_updates").glob("mapped-*.parquet"))).names
+    after = tmp_path / "views_after"
+    materialize(lake, after)
+    assert_same_views(before, after)
 
 
 @pytest.mark.parametrize("how,words", [
     ("missing_commit", ["profile_traits_updates", "Delta table"]),
     ("corrupt_checkpoint", ["profile_traits_updates", "Delta table"]),
     ("unsupported_feature", ["profile_traits_updates", "fancyFutureFeature"]),
-    ("column_mapping", ["profile_traits_updates", "column mapping"]),
+    ("column_mapping_id", ["profile_traits_updates", "column mapping mode 'id'"]),
 ])
 def test_bad_delta_input_is_one_line(tmp_path, how, words):
     lake = broken_lake(tmp_path, how)

@@ -35,7 +35,10 @@ def main():
             for f in files:
                 if f.endswith(".parquet"):
                     src = os.path.join(folder, f)
-                    place(src, os.path.join(dst_root, os.path.relpath(src, src_root)))
+                    # Flat: psync-lake reads no column from Hive folder names, so the
+                    # Delta table has no partition columns either.
+                    flat = os.path.relpath(src, src_root).replace(os.sep, "__")
+                    place(src, os.path.join(dst_root, flat))
         convert_to_deltalake(dst_root)
 
 

@@ -1,7 +1,9 @@
 //! Case-insensitive column resolution for the Parquet scan: a file that says
-//! `SEGMENT_ID` serves the table column `segment_id`. Everything else (casts,
-//! missing columns as NULL) is DataFusion's default adapter.
+//! `SEGMENT_ID` serves the table column `segment_id`; with Delta column mapping
+//! (`name` mode) a file column `col-5f1c...` serves the column the log names.
+//! Everything else (casts, missing columns as NULL) is DataFusion's default adapter.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
@@ -18,7 +20,18 @@ use datafusion::physical_expr_adapter::{
 /// reference it produced gets the file's own spelling back (the scan looks
 /// columns up by name in the real file schema).
 #[derive(Debug, Default)]
-pub struct CaseInsensitiveAdapterFactory;
+pub struct CaseInsensitiveAdapterFactory {
+    /// Lower-case physical name → table column, for Delta column mapping.
+    renames: Arc<BTreeMap<String, String>>,
+}
+
+impl CaseInsensitiveAdapterFactory {
+    /// Resolves a file column through `renames` (lower-case physical name → table
+    /// column) before comparing names.
+    pub fn with_renames(renames: Arc<BTreeMap<String, String>>) -> Self {
+        CaseInsensitiveAdapterFactory { renames }
+    }
+}
 
 impl PhysicalExprAdapterFactory for CaseInsensitiveAdapterFactory {
     fn create(
@@ -31,11 +44,9 @@ impl PhysicalExprAdapterFactory for CaseInsensitiveAdapterFactory {
                 .fields()
                 .iter()
                 .map(|f| {
-                    Field::new(
-                        f.name().to_lowercase(),
-                        f.data_type().clone(),
-                        f.is_nullable(),
-                    )
+                    let lower = f.name().to_lowercase();
+                    let name = self.renames.get(&lower).cloned().unwrap_or(lower);
+                    Field::new(name, f.data_type().clone(), f.is_nullable())
                 })
                 .collect::<Vec<_>>(),
             physical_file_schema.metadata().clone(),
@@ -43,6 +54,7 @@ impl PhysicalExprAdapterFactory for CaseInsensitiveAdapterFactory {
         Ok(Arc::new(CaseInsensitiveAdapter {
             inner: DefaultPhysicalExprAdapter::new(logical_file_schema, Arc::new(lowered)),
             physical: physical_file_schema,
+            renamed: !self.renames.is_empty(),
         }))
     }
 }
@@ -51,6 +63,8 @@ impl PhysicalExprAdapterFactory for CaseInsensitiveAdapterFactory {
 struct CaseInsensitiveAdapter {
     inner: DefaultPhysicalExprAdapter,
     physical: SchemaRef,
+    /// Whether names may differ by more than case (column mapping).
+    renamed: bool,
 }
 
 impl PhysicalExprAdapter for CaseInsensitiveAdapter {
@@ -61,7 +75,7 @@ impl PhysicalExprAdapter for CaseInsensitiveAdapter {
                 if let Some(c) = e.downcast_ref::<Column>()
                     && let Some(f) = self.physical.fields().get(c.index())
                     && f.name() != c.name()
-                    && f.name().eq_ignore_ascii_case(c.name())
+                    && (self.renamed || f.name().eq_ignore_ascii_case(c.name()))
                 {
                     return Ok(Transformed::yes(
                         Arc::new(Column::new(f.name(), c.index())) as _

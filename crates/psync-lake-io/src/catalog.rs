@@ -151,7 +151,8 @@ impl Lake {
             }
             metas.sort_by(|a, b| a.location.cmp(&b.location));
             let listed = metas.into_iter().map(Listed::plain).collect();
-            let (files, schema) = Self::open_files(state, &location, listed, vec![]).await?;
+            let (files, schema) =
+                Self::open_files(state, &location, listed, vec![], &BTreeMap::new()).await?;
             let table = LakeTable::new(name.clone(), location.store_url.clone(), files, schema);
             debug!(table = %name, files = table.files().len(), rows = table.rows(), "listed");
             tables.insert(name, table);
@@ -184,10 +185,15 @@ impl Lake {
             table: table_url.clone(),
             message: e,
         };
+        let renames = snapshot.renames.clone();
+        let column_name = |physical: &str| {
+            let lower = physical.to_lowercase();
+            renames.get(&lower).cloned().unwrap_or(lower)
+        };
         let partition_fields: Vec<_> = snapshot
             .partition_fields
             .iter()
-            .map(|f| Arc::new(f.as_ref().clone().with_name(f.name().to_lowercase())))
+            .map(|f| Arc::new(f.as_ref().clone().with_name(column_name(f.name()))))
             .collect();
         let mut listed = Vec::with_capacity(snapshot.files.len());
         for f in snapshot.files {
@@ -223,7 +229,8 @@ impl Lake {
             format!("{table_url}/{DELTA_LOG}"),
             &datafusion::arrow::datatypes::Schema::new(data_columns),
         )?;
-        let (files, schema) = Self::open_files(state, location, listed, vec![logged]).await?;
+        let (files, schema) =
+            Self::open_files(state, location, listed, vec![logged], &renames).await?;
         Ok(LakeTable::delta(
             name.to_string(),
             location.store_url.clone(),
@@ -231,6 +238,7 @@ impl Lake {
             schema,
             partition_fields,
             snapshot.version,
+            renames,
         ))
     }
 
@@ -241,6 +249,7 @@ impl Lake {
         location: &Location,
         listed: Vec<Listed>,
         extra: Vec<FileSchema>,
+        renames: &BTreeMap<String, String>,
     ) -> Result<(Vec<LakeFile>, SchemaRef)> {
         let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
         let store = location.store.clone();
@@ -274,6 +283,11 @@ impl Lake {
                         let schema =
                             parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
                                 .map_err(|e| unreadable(&e))?;
+                        let schema = if renames.is_empty() {
+                            schema
+                        } else {
+                            rename_columns(&schema, renames)
+                        };
                         let file_schema = FileSchema::new(url.clone(), &schema)?;
                         let file_rows = u64::try_from(fm.num_rows()).unwrap_or(0);
                         let columns = file_schema.columns.iter().map(|(n, _)| n.clone()).collect();
@@ -388,6 +402,23 @@ pub fn ensure_schema(ctx: &SessionContext, name: &str) -> Result<()> {
         catalog.register_schema(name, Arc::new(MemorySchemaProvider::new()))?;
     }
     Ok(())
+}
+
+/// `schema` with its columns named as `renames` (lower-case physical name → column
+/// name) says: the names the log gives the columns of a column-mapped table.
+fn rename_columns(
+    schema: &datafusion::arrow::datatypes::Schema,
+    renames: &BTreeMap<String, String>,
+) -> datafusion::arrow::datatypes::Schema {
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| match renames.get(&f.name().to_lowercase()) {
+            Some(name) => Arc::new(f.as_ref().clone().with_name(name)),
+            None => f.clone(),
+        })
+        .collect();
+    datafusion::arrow::datatypes::Schema::new_with_metadata(fields, schema.metadata().clone())
 }
 
 /// The file's identity for incremental runs includes its deletion vector: the

@@ -52,7 +52,8 @@ pub enum DeltaAt {
 pub struct DeltaFile {
     /// Where the file is (size and modification time from the log).
     pub meta: ObjectMeta,
-    /// Partition values by (logical) column name; a NULL value is absent.
+    /// Partition values by column name (physical, with column mapping); a NULL
+    /// value is absent.
     pub partition_values: HashMap<String, String>,
     /// Sorted row indexes the file's deletion vector removes, if it has one.
     pub deleted_rows: Option<Arc<[u64]>>,
@@ -69,6 +70,8 @@ pub struct DeltaSnapshot {
     pub partition_fields: Vec<FieldRef>,
     /// The live files, in path order.
     pub files: Vec<DeltaFile>,
+    /// With column mapping (`name` mode): lower-case physical name → column name.
+    pub renames: std::collections::BTreeMap<String, String>,
 }
 
 /// Reads the log of the Delta table at `table` (a folder of `location`'s store) at
@@ -146,19 +149,21 @@ fn read_snapshot(
                 .into(),
         );
     }
-    match config.column_mapping_mode() {
-        ColumnMappingMode::None => {}
-        mode => {
-            return Err(format!(
-                "column mapping mode '{}' is not supported yet",
-                match mode {
-                    ColumnMappingMode::Id => "id",
-                    _ => "name",
-                }
-            ));
-        }
+    let mode = config.column_mapping_mode();
+    if mode == ColumnMappingMode::Id {
+        return Err("column mapping mode 'id' is not supported yet (mode 'name' is)".into());
     }
     let schema = snapshot.schema();
+    let renames = schema
+        .fields()
+        .filter(|f| f.physical_name(mode) != f.name())
+        .map(|f| {
+            (
+                f.physical_name(mode).to_lowercase(),
+                f.name().to_lowercase(),
+            )
+        })
+        .collect();
     let arrow_schema = Schema::try_from_kernel(schema.as_ref()).map_err(|e| e.to_string())?;
     let mut partition_fields = Vec::new();
     for name in config.logical_partition_columns() {
@@ -166,6 +171,8 @@ fn read_snapshot(
             .field(name)
             .ok_or_else(|| format!("partition column '{name}' is not in the table's schema"))?;
         let arrow = Field::try_from_kernel(field).map_err(|e| e.to_string())?;
+        // Keyed by the name the log's partition values use.
+        let arrow = arrow.with_name(field.physical_name(mode));
         partition_fields.push(Arc::new(arrow.with_nullable(true)));
     }
 
@@ -221,6 +228,7 @@ fn read_snapshot(
         schema: Arc::new(arrow_schema),
         partition_fields,
         files,
+        renames,
     })
 }
 

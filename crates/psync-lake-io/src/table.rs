@@ -64,6 +64,8 @@ pub struct LakeTable {
     schema: SchemaRef,
     /// The version read, for a Delta table.
     delta_version: Option<u64>,
+    /// Lower-case physical column name → table column (Delta column mapping).
+    renames: Arc<BTreeMap<String, String>>,
 }
 
 impl LakeTable {
@@ -82,6 +84,7 @@ impl LakeTable {
             partition_fields: vec![],
             schema,
             delta_version: None,
+            renames: Arc::default(),
         }
     }
 
@@ -94,6 +97,7 @@ impl LakeTable {
         file_schema: SchemaRef,
         partition_fields: Vec<FieldRef>,
         version: u64,
+        renames: BTreeMap<String, String>,
     ) -> Self {
         let fields: Vec<FieldRef> = file_schema
             .fields()
@@ -109,6 +113,7 @@ impl LakeTable {
             partition_fields,
             schema: Arc::new(Schema::new(fields)),
             delta_version: Some(version),
+            renames: Arc::new(renames),
         }
     }
 
@@ -237,7 +242,9 @@ impl TableProvider for LakeTable {
             )
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
-            .with_expr_adapter(Some(Arc::new(CaseInsensitiveAdapterFactory)))
+            .with_expr_adapter(Some(Arc::new(CaseInsensitiveAdapterFactory::with_renames(
+                self.renames.clone(),
+            ))))
             .build();
         Ok(DataSourceExec::from_data_source(config))
     }
