@@ -65,6 +65,17 @@ def assert_same_views(a: pathlib.Path, b: pathlib.Path):
         assert ra == rb, f"{view}: {len(ra)} rows vs {len(rb)}"
 
 
+def views_of_both(delta_lake, plain, base):
+    """Materializes a Delta lake and its plain twin; asserts equal views; returns
+    the rows per input table of the Delta run's record."""
+    ours, theirs = base / "views_delta", base / "views_plain"
+    materialize(delta_lake, ours)
+    materialize(plain, theirs)
+    assert_same_views(ours, theirs)
+    record = json.loads((ours / "_psync" / "last_run.json").read_text())
+    return ours, {i["table"]: i["rows"] for i in record["inputs"]}
+
+
 def as_plain(delta_lake: pathlib.Path, plain: pathlib.Path, version=None):
     """The live rows of every Delta table of a lake, landed as one plain Parquet file each."""
     shutil.rmtree(plain, ignore_errors=True)
@@ -125,12 +136,8 @@ def test_delta_tables_read_only_their_live_rows(landed):
 
     plain = base / "plain"
     as_plain(lake, plain)
-    ours, theirs = base / "views_delta", base / "views_plain"
-    materialize(lake, ours)
-    materialize(plain, theirs)
-    assert_same_views(ours, theirs)
-    record = json.loads((ours / "_psync" / "last_run.json").read_text())
-    rows = {i["table"]: i["rows"] for i in record["inputs"]}
+    ours, rows = views_of_both(lake, plain, base)
+    theirs = base / "views_plain"
     for table in CORE:
         assert rows[table] == DeltaTable(str(lake / table)).to_pyarrow_table().num_rows
     traits = pq.read_table(ours / "profile_traits")
@@ -273,12 +280,7 @@ def test_deletion_vectors_remove_their_rows(tmp_path):
     for table, by_file in deleted.items():
         add_deletion_vector(lake / table, by_file)
 
-    ours, theirs = tmp_path / "views_delta", tmp_path / "views_plain"
-    materialize(lake, ours)
-    materialize(plain, theirs)
-    assert_same_views(ours, theirs)
-    record = json.loads((ours / "_psync" / "last_run.json").read_text())
-    rows = {i["table"]: i["rows"] for i in record["inputs"]}
+    _, rows = views_of_both(lake, plain, tmp_path)
     for table in CORE:
         assert rows[table] == pq.read_metadata(plain / table / "part-0.parquet").num_rows, table
 
