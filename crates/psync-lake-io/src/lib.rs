@@ -3,11 +3,13 @@
 //!
 //! - [`Location`]: a root in an object store.
 //! - [`LocalStore`]: the local file system, with conditional overwrites.
+//! - [`azure`]: Azure URLs and settings, and [`AzureStore`] (whole-object renames).
 //! - [`Lake`]: the tables under a root, listed and footer-read once.
 //! - [`LakeTable`]: a table as a DataFusion `TableProvider` with a normalised schema.
 //! - [`schema`]: the normalisation rules.
 
 mod adapter;
+pub mod azure;
 mod catalog;
 mod error;
 mod local;
@@ -16,6 +18,7 @@ pub mod schema;
 mod table;
 
 pub use adapter::CaseInsensitiveAdapterFactory;
+pub use azure::{AzureOptions, AzureStore};
 pub use catalog::{Lake, SPACE_PREFIXES, ensure_schema, is_space};
 pub use error::{LakeError, Result, is_not_found, root_message};
 pub use local::LocalStore;
