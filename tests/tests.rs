@@ -13,6 +13,7 @@ mod model;
 mod personas;
 mod query;
 mod resolved;
+mod remote;
 mod s3;
 mod sample_data;
 mod status;
