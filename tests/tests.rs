@@ -2,6 +2,7 @@
 
 mod util;
 
+mod azure;
 mod bad_input;
 mod case_study;
 mod faults;
