@@ -392,6 +392,10 @@ pub(crate) fn views_equal_local_views(remote: &Remote) {
             "{view}"
         );
     }
+    // `status` finds every published file as the run recorded it (the record
+    // comes from HEAD responses, status lists the store).
+    let out = remote.run(&["status", "--dest", &dst]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     // The shell reads the remote store too: published views and landed tables.
     let out = remote.run(&[
         "query",
