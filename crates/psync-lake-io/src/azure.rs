@@ -259,10 +259,38 @@ fn check_sas(sas: &str) -> std::result::Result<(), String> {
     if pairs.is_empty() {
         return Err("it is empty".into());
     }
-    match pairs.iter().find(|p| !p.contains('=')) {
-        Some(p) => Err(format!("'{p}' is not a key=value pair")),
+    // The part itself is not shown: it may be (a piece of) the signature.
+    match pairs.iter().position(|p| !p.contains('=')) {
+        Some(i) => Err(format!(
+            "part {} of {} is not a key=value pair",
+            i + 1,
+            pairs.len()
+        )),
         None => Ok(()),
     }
+}
+
+/// `text` with the signature of any SAS in it (`sig=...` in a URL's query, as
+/// object_store's request errors show it) replaced by `REDACTED`.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("sig=") {
+        // Only a query parameter: `?sig=` or `&sig=`.
+        let is_param = i > 0 && matches!(rest.as_bytes()[i - 1], b'?' | b'&');
+        let (head, tail) = rest.split_at(i + 4);
+        out.push_str(head);
+        rest = tail;
+        if is_param {
+            let end = rest
+                .find(|c: char| c == '&' || c == '#' || c == '"' || c == '\'' || c.is_whitespace())
+                .unwrap_or(rest.len());
+            out.push_str("REDACTED");
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The account a built store talks to (for its name in messages and DataFusion's
@@ -573,7 +601,7 @@ mod tests {
                     sas: Some("sv=1&broken".into()),
                     ..Default::default()
                 },
-                "--azure-sas is not a shared access signature: 'broken'",
+                "--azure-sas is not a shared access signature: part 2 of 2",
             ),
             (
                 MicrosoftAzureBuilder::new(),
@@ -598,6 +626,17 @@ mod tests {
             let e = builder_from(env, &u, &options(a)).err().unwrap_or_default();
             assert!(e.contains(needle), "expected {needle:?} in {e:?}");
         }
+    }
+
+    #[test]
+    fn signatures_are_redacted_from_messages() {
+        let e = "Error performing POST http://h/acct/c?restype=container&comp=batch&sv=2019-12-12\
+                 &sig=JmBK%2FQCM8h4%3D in 5ms - 500; https://h/x?sig=abc&sp=r; design=1";
+        let r = redact(e);
+        assert!(!r.contains("JmBK") && !r.contains("abc&"), "{r}");
+        assert!(r.contains("&sig=REDACTED in 5ms") && r.contains("?sig=REDACTED&sp=r"), "{r}");
+        assert!(r.contains("design=1"), "only query parameters: {r}");
+        assert_eq!(redact("no secrets here"), "no secrets here");
     }
 
     #[test]
