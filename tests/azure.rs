@@ -64,7 +64,10 @@ fn storage_conformance_on_azure() {
             .put(&to, PutPayload::from_static(b"old"))
             .await
             .unwrap();
-        store.put(&from, PutPayload::from(big.clone())).await.unwrap();
+        store
+            .put(&from, PutPayload::from(big.clone()))
+            .await
+            .unwrap();
         store.rename(&from, &to).await.unwrap();
         let got = store.get(&to).await.unwrap().bytes().await.unwrap();
         assert!(got[..] == big[..], "the renamed object is the whole source");
@@ -167,7 +170,14 @@ fn azure_settings_by_flags_key_or_sas_and_every_url_form() {
     let abfss = format!("abfss://{BUCKET}@{AZURE_ACCOUNT}.dfs.core.windows.net/{prefix}-views");
     let https = format!("https://{AZURE_ACCOUNT}.blob.core.windows.net/{BUCKET}/{prefix}-views");
     for (what, credential) in [("key", by_key), ("sas", by_sas)] {
-        let mut args = vec!["materialize", "--source", &source, "--dest", &abfss, "--quiet"];
+        let mut args = vec![
+            "materialize",
+            "--source",
+            &source,
+            "--dest",
+            &abfss,
+            "--quiet",
+        ];
         args.extend(common);
         args.extend(credential);
         let out = run_clean(&args);
@@ -205,15 +215,29 @@ fn azure_errors_are_one_line_and_name_the_setting() {
     let missing = azure.url("no/such/prefix");
     let cases: Vec<(Vec<&str>, bool, &str)> = vec![
         // (arguments, with the test environment, expected in the message)
-        (vec!["--source", "az://no-such-container/x"], true, "no-such-container"),
+        (
+            vec!["--source", "az://no-such-container/x"],
+            true,
+            "no-such-container",
+        ),
         (vec!["--source", &missing], true, "no tables under"),
         (
-            vec!["--source", "az://psync-test/x", "--azure-access-key", wrong_key],
+            vec![
+                "--source",
+                "az://psync-test/x",
+                "--azure-access-key",
+                wrong_key,
+            ],
             true,
             "az://psync-test/x",
         ),
         (
-            vec!["--source", "az://psync-test/x", "--azure-access-key", "not base64!"],
+            vec![
+                "--source",
+                "az://psync-test/x",
+                "--azure-access-key",
+                "not base64!",
+            ],
             true,
             "--azure-access-key",
         ),
@@ -229,8 +253,16 @@ fn azure_errors_are_one_line_and_name_the_setting() {
             false,
             "--azure-sas",
         ),
-        (vec!["--source", "az://psync-test/x"], false, "no storage account"),
-        (vec!["--source", "az://Psync/x"], true, "'Psync' is not a valid container name"),
+        (
+            vec!["--source", "az://psync-test/x"],
+            false,
+            "no storage account",
+        ),
+        (
+            vec!["--source", "az://Psync/x"],
+            true,
+            "'Psync' is not a valid container name",
+        ),
         (
             vec![
                 "--source",
@@ -244,7 +276,12 @@ fn azure_errors_are_one_line_and_name_the_setting() {
             "127.0.0.1:9",
         ),
         (
-            vec!["--source", "az://psync-test/x", "--azure-endpoint", "127.0.0.1:9"],
+            vec![
+                "--source",
+                "az://psync-test/x",
+                "--azure-endpoint",
+                "127.0.0.1:9",
+            ],
             true,
             "--azure-endpoint",
         ),
@@ -263,10 +300,15 @@ fn azure_errors_are_one_line_and_name_the_setting() {
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: expected {needle:?} in {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in {err}"
+        );
         assert!(!err.contains(AZURE_KEY), "{args:?}: the key is never shown");
         assert!(
-            err.split("sig=").skip(1).all(|after| after.starts_with("REDACTED")),
+            err.split("sig=")
+                .skip(1)
+                .all(|after| after.starts_with("REDACTED")),
             "{args:?}: nor a SAS signature: {err}"
         );
         assert!(!dest.exists(), "{args:?}: nothing written on error");
@@ -306,7 +348,9 @@ fn a_sas_signature_never_shows_in_messages() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("sig=REDACTED"), "{err}");
     assert!(
-        err.split("sig=").skip(1).all(|after| after.starts_with("REDACTED")),
+        err.split("sig=")
+            .skip(1)
+            .all(|after| after.starts_with("REDACTED")),
         "{err}"
     );
 }
@@ -366,7 +410,10 @@ fn publishing_on_azure_commits_whole_blobs_and_never_copies() {
         "the lease is taken with a conditional create: {lock_puts:?}"
     );
     assert!(
-        lock_puts[1..].iter().all(|r| r.header("if-match").is_some()) && lock_puts.len() > 1,
+        lock_puts[1..]
+            .iter()
+            .all(|r| r.header("if-match").is_some())
+            && lock_puts.len() > 1,
         "renewed with conditional overwrites: {lock_puts:?}"
     );
     for view in ["id_graph", "external_id_mapping", "profile_traits"] {

@@ -13,9 +13,7 @@ use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::path::Path as ObjPath;
-use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use psync_lake_io::{AzureOptions, Location, StoreOptions};
 
 /// The S3 bucket, and the Azure container, of the tests.
@@ -395,7 +393,12 @@ pub(crate) fn views_equal_local_views(remote: &Remote) {
     // `status` finds every published file as the run recorded it (the record
     // comes from HEAD responses, status lists the store).
     let out = remote.run(&["status", "--dest", &dst]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // The shell reads the remote store too: published views and landed tables.
     let out = remote.run(&[
         "query",
@@ -444,7 +447,11 @@ pub(crate) fn a_held_lock_stops_a_run(remote: &Remote) {
     ];
     let out = remote.run(&args);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("locked by run other"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("locked by run other"),
+        "{}",
+        stderr(&out)
+    );
     let listed: Vec<_> = rt()
         .block_on(
             store

@@ -163,7 +163,10 @@ pub fn parse_url(input: &str) -> std::result::Result<AzureUrl, String> {
 
 /// The builder for `url`'s container: the `AZURE_*` environment, then `o`'s settings.
 /// Each bad setting gives one message naming it.
-pub fn builder(url: &AzureUrl, o: &StoreOptions) -> std::result::Result<MicrosoftAzureBuilder, String> {
+pub fn builder(
+    url: &AzureUrl,
+    o: &StoreOptions,
+) -> std::result::Result<MicrosoftAzureBuilder, String> {
     builder_from(MicrosoftAzureBuilder::from_env(), url, o)
 }
 
@@ -483,7 +486,10 @@ mod tests {
             ("az://Lake/ps", "'Lake' is not a valid container name"),
             ("az://my_lake/ps", "not a valid container name"),
             ("az://ab/ps", "not a valid container name"),
-            ("abfss://lake@acct.example.com/ps", "not an Azure Storage host"),
+            (
+                "abfss://lake@acct.example.com/ps",
+                "not an Azure Storage host",
+            ),
             ("https://acct.blob.core.windows.net/", "no container"),
         ] {
             let e = parse_url(input).unwrap_err();
@@ -498,7 +504,8 @@ mod tests {
         }
     }
 
-    const KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    const KEY: &str =
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
     #[test]
     fn flags_override_the_environment() {
@@ -518,7 +525,10 @@ mod tests {
         )
         .unwrap();
         let get = |k| b.get_config_value(&k);
-        assert_eq!(get(AzureConfigKey::AccountName).as_deref(), Some("fromflag"));
+        assert_eq!(
+            get(AzureConfigKey::AccountName).as_deref(),
+            Some("fromflag")
+        );
         assert_eq!(get(AzureConfigKey::AccessKey).as_deref(), Some(KEY));
         assert_eq!(get(AzureConfigKey::ContainerName).as_deref(), Some("lake"));
         assert_eq!(
@@ -634,7 +644,10 @@ mod tests {
                  &sig=JmBK%2FQCM8h4%3D in 5ms - 500; https://h/x?sig=abc&sp=r; design=1";
         let r = redact(e);
         assert!(!r.contains("JmBK") && !r.contains("abc&"), "{r}");
-        assert!(r.contains("&sig=REDACTED in 5ms") && r.contains("?sig=REDACTED&sp=r"), "{r}");
+        assert!(
+            r.contains("&sig=REDACTED in 5ms") && r.contains("?sig=REDACTED&sp=r"),
+            "{r}"
+        );
         assert!(r.contains("design=1"), "only query parameters: {r}");
         assert_eq!(redact("no secrets here"), "no secrets here");
     }
