@@ -667,10 +667,20 @@ fn two_runs_started_together_on_local_disk_exactly_one_commits() {
 
 #[test]
 fn two_runs_started_together_on_s3_exactly_one_commits() {
-    let Some(ep) = crate::s3::endpoint() else {
+    let Some(s3) = crate::remote::Remote::s3() else {
         return;
     };
     let expected = normal_run_rows();
-    let dest = crate::s3::location(&ep, &crate::s3::unique("race"));
+    let dest = s3.location(&crate::remote::unique("race"));
+    two_runs_together(&sample(), &dest, &expected);
+}
+
+#[test]
+fn two_runs_started_together_on_azure_exactly_one_commits() {
+    let Some(azure) = crate::remote::Remote::azure() else {
+        return;
+    };
+    let expected = normal_run_rows();
+    let dest = azure.location(&crate::remote::unique("race"));
     two_runs_together(&sample(), &dest, &expected);
 }

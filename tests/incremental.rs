@@ -467,25 +467,33 @@ fn three_batches_locally() {
     assert_model(&inc, &landed).unwrap();
 }
 
-// ---- S3 ------------------------------------------------------------------------------
+// ---- S3 and Azure ---------------------------------------------------------------------
 
-use crate::s3::{BUCKET, download, run_s3, upload};
+use crate::remote::{Remote, download, upload};
 
-fn run_s3_ok(endpoint: &str, args: &[&str]) -> Output {
-    let out = run_s3(endpoint, args);
+fn run_remote_ok(remote: &Remote, args: &[&str]) -> Output {
+    let out = remote.run(args);
     assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     out
 }
 
-/// The hand-written history landed batch by batch on the S3 server: every
-/// incremental run (source and destination on S3, ETags compared) equals a full
-/// run, then the model, and `verify` over S3 finds nothing.
 #[test]
 fn three_batches_on_s3() {
-    let Some(ep) = crate::s3::endpoint() else {
-        return;
-    };
-    let store = crate::s3::s3(&ep);
+    let Some(s3) = Remote::s3() else { return };
+    three_batches_on(&s3);
+}
+
+#[test]
+fn three_batches_on_azure() {
+    let Some(azure) = Remote::azure() else { return };
+    three_batches_on(&azure);
+}
+
+/// The hand-written history landed batch by batch on a remote store: every
+/// incremental run (source and destination there, ETags compared) equals a full
+/// run, then the model, and `verify` over the store finds nothing.
+fn three_batches_on(remote: &Remote) {
+    let store = remote.store();
     let rt = runtime();
     let (h, dealt) = three_batches();
     let tmp = tempfile::tempdir().unwrap();
@@ -497,15 +505,15 @@ fn three_batches_on_s3() {
             .unwrap()
             .as_nanos()
     );
-    let lake = format!("s3://{BUCKET}/{prefix}/lake");
-    let inc = format!("s3://{BUCKET}/{prefix}/inc");
+    let lake = remote.url(&format!("{prefix}/lake"));
+    let inc = remote.url(&format!("{prefix}/inc"));
     let mut landed = h.clone();
     for b in 0..3 {
         let batch = tmp.path().join(format!("batch-{b}"));
         land_file(&batch, &h, &dealt, b, &mut landed);
         rt.block_on(upload(store.as_ref(), &batch, &format!("{prefix}/lake")));
-        let out = run_s3_ok(
-            &ep,
+        let out = run_remote_ok(
+            remote,
             &[
                 "materialize",
                 "--source",
@@ -521,9 +529,9 @@ fn three_batches_on_s3() {
         );
         let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(record["mode"], if b == 0 { "full" } else { "incremental" });
-        let full = format!("s3://{BUCKET}/{prefix}/full-{b}");
-        run_s3_ok(
-            &ep,
+        let full = remote.url(&format!("{prefix}/full-{b}"));
+        run_remote_ok(
+            remote,
             &["materialize", "--source", &lake, "--dest", &full, "--quiet"],
         );
         let here = tmp.path().join(format!("after-{b}"));
@@ -546,7 +554,7 @@ fn three_batches_on_s3() {
             assert_model(&here.join("inc"), &landed).unwrap();
         }
     }
-    let out = run_s3(&ep, &["verify", "--source", &lake, "--dest", &inc]);
+    let out = remote.run(&["verify", "--source", &lake, "--dest", &inc]);
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -16,6 +16,7 @@ use psync_lake_io::Location;
 use crate::faults::{
     Fault, Meeting, Op, faulty, normal_run_rows, options, plain, runtime, sample, two_runs_meeting,
 };
+use crate::remote::{Remote, unique};
 use crate::util::{materialize_ok, run};
 
 /// A lock as a run on `host` (pid `pid`) writes it.
@@ -103,29 +104,37 @@ fn another_hosts_lease_is_taken_over_after_the_timeout_never_before() {
     assert!(!lock.exists(), "the run released the lease");
 }
 
-#[test]
-fn another_hosts_lease_on_s3_is_taken_over_after_the_timeout_never_before() {
-    let Some(ep) = crate::s3::endpoint() else {
-        return;
-    };
-    let prefix = crate::s3::unique("lease-foreign");
-    let store = crate::s3::s3(&ep);
+/// [`another_hosts_lease`] on a remote store.
+fn another_hosts_lease_on(remote: &Remote) {
+    let prefix = unique("lease-foreign");
+    let store = remote.store();
     let lock = ObjPath::from(format!("{prefix}/_psync/lock"));
     let rt = runtime();
-    let dest = format!("s3://{}/{prefix}", crate::s3::BUCKET);
     another_hosts_lease(
-        |args| crate::s3::run_s3(&ep, args),
+        |args| remote.run(args),
         |body| {
             rt.block_on(store.put(&lock, PutPayload::from(body)))
                 .unwrap();
         },
         &sample().display().to_string(),
-        &dest,
+        &remote.url(&prefix),
     );
     assert!(
         rt.block_on(store.head(&lock)).is_err(),
         "the run released the lease"
     );
+}
+
+#[test]
+fn another_hosts_lease_on_s3_is_taken_over_after_the_timeout_never_before() {
+    let Some(s3) = Remote::s3() else { return };
+    another_hosts_lease_on(&s3);
+}
+
+#[test]
+fn another_hosts_lease_on_azure_is_taken_over_after_the_timeout_never_before() {
+    let Some(azure) = Remote::azure() else { return };
+    another_hosts_lease_on(&azure);
 }
 
 #[test]
@@ -270,10 +279,14 @@ fn two_runs_racing_for_one_stale_lock_on_local_disk_exactly_one_proceeds() {
 
 #[test]
 fn two_runs_racing_for_one_stale_lock_on_s3_exactly_one_proceeds() {
-    let Some(ep) = crate::s3::endpoint() else {
-        return;
-    };
-    two_runs_take_over_one_stale_lock(&crate::s3::location(&ep, &crate::s3::unique("lease-race")));
+    let Some(s3) = Remote::s3() else { return };
+    two_runs_take_over_one_stale_lock(&s3.location(&unique("lease-race")));
+}
+
+#[test]
+fn two_runs_racing_for_one_stale_lock_on_azure_exactly_one_proceeds() {
+    let Some(azure) = Remote::azure() else { return };
+    two_runs_take_over_one_stale_lock(&azure.location(&unique("lease-race")));
 }
 
 /// A run whose lease is taken over (`--break-lock` by another run) while it

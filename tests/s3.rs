@@ -1,5 +1,5 @@
-//! S3 through a real S3-compatible server (moto, started by `.ci/run`, endpoint in
-//! `PSYNC_S3_ENDPOINT`): the same views as on local disk, the storage operations
+//! S3 through a real S3-compatible server (moto, started by `.ci/run`, see
+//! [`crate::remote`]): the same views as on local disk, the storage operations
 //! publishing relies on, the destination lock, and faults on the wire (a proxy in
 //! front of the server answers chosen requests with S3's `503 Slow Down`, or
 //! deletes a file between the listing and the reads). Without a server these tests
@@ -9,202 +9,25 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::TryStreamExt;
-use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
-use psync_lake_io::{Location, StoreOptions};
-
+use crate::remote::{BUCKET, Remote, conformance, rt, unique, upload};
 use crate::util::{contents, materialize_ok, read_rows, run};
-
-pub(crate) const BUCKET: &str = "psync-test";
-
-/// The server's endpoint, or `None` (skip) outside CI.
-pub(crate) fn endpoint() -> Option<String> {
-    match std::env::var("PSYNC_S3_ENDPOINT") {
-        Ok(e) => Some(e),
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but PSYNC_S3_ENDPOINT is not: .ci/run starts the S3 server")
-        }
-        Err(_) => {
-            eprintln!("skipping: no S3 server (set PSYNC_S3_ENDPOINT, as .ci/run does)");
-            None
-        }
-    }
-}
-
-pub(crate) fn s3(endpoint: &str) -> Arc<dyn ObjectStore> {
-    Arc::new(
-        AmazonS3Builder::new()
-            .with_bucket_name(BUCKET)
-            .with_endpoint(endpoint)
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_access_key_id("test")
-            .with_secret_access_key("test")
-            .with_conditional_put(S3ConditionalPut::ETagMatch)
-            .build()
-            .unwrap(),
-    )
-}
-
-/// `s3://psync-test/<prefix>` on the server, as a run's location.
-pub(crate) fn location(endpoint: &str, prefix: &str) -> Location {
-    let options = StoreOptions {
-        endpoint: Some(endpoint.to_string()),
-        allow_http: Some(true),
-        region: Some("us-east-1".into()),
-        ..Default::default()
-    };
-    let mut l = Location::parse_with(&format!("s3://{BUCKET}/{prefix}"), &options).unwrap();
-    // The test credentials, whatever the environment says.
-    l.store = s3(endpoint);
-    l
-}
-
-/// The binary with the server's settings in its environment.
-pub(crate) fn run_s3(endpoint: &str, args: &[&str]) -> Output {
-    std::process::Command::new(crate::util::bin())
-        .args(args)
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ALLOW_HTTP", "true")
-        .output()
-        .unwrap()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Copies a local folder under `prefix` in the bucket.
-pub(crate) async fn upload(store: &dyn ObjectStore, dir: &Path, prefix: &str) {
-    for file in crate::util::walk(dir) {
-        let rel = file
-            .strip_prefix(dir)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
-        let bytes = std::fs::read(&file).unwrap();
-        store
-            .put(
-                &ObjPath::from(format!("{prefix}/{rel}")),
-                PutPayload::from(bytes),
-            )
-            .await
-            .unwrap();
-    }
-}
-
-/// Copies everything under `prefix` in the bucket into a local folder.
-pub(crate) async fn download(store: &dyn ObjectStore, prefix: &str, dir: &Path) {
-    let metas: Vec<_> = store
-        .list(Some(&ObjPath::from(prefix)))
-        .try_collect()
-        .await
-        .unwrap();
-    for m in metas {
-        let rel = m
-            .location
-            .as_ref()
-            .strip_prefix(prefix)
-            .unwrap()
-            .trim_start_matches('/');
-        let target = dir.join(rel);
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::write(
-            target,
-            store.get(&m.location).await.unwrap().bytes().await.unwrap(),
-        )
-        .unwrap();
-    }
-}
-
-pub(crate) fn unique(name: &str) -> String {
-    format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
-}
 
 #[test]
 fn s3_views_equal_local_views() {
-    let Some(ep) = endpoint() else { return };
-    let store = s3(&ep);
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
-    let prefix = unique("lake");
-    rt().block_on(upload(store.as_ref(), &sample, &prefix));
-
-    let tmp = tempfile::tempdir().unwrap();
-    let local = tmp.path().join("local");
-    materialize_ok(&sample, &local, &["--quiet"]);
-    let src = format!("s3://{BUCKET}/{prefix}");
-    let dst = format!("s3://{BUCKET}/{prefix}-views");
-    let out = run_s3(
-        &ep,
-        &["materialize", "--source", &src, "--dest", &dst, "--quiet"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let fetched = tmp.path().join("fetched");
-    rt().block_on(download(
-        store.as_ref(),
-        &format!("{prefix}-views"),
-        &fetched,
-    ));
-    for view in ["id_graph", "external_id_mapping", "profile_traits"] {
-        assert_eq!(
-            read_rows(&fetched.join(view)),
-            read_rows(&local.join(view)),
-            "{view}"
-        );
-    }
-    // The shell reads S3 too: published views and landed tables.
-    let out = run_s3(
-        &ep,
-        &[
-            "query",
-            "--source",
-            &src,
-            "--dest",
-            &dst,
-            "--format",
-            "csv",
-            "-c",
-            "SELECT count(*) AS n FROM profile_traits",
-            "-c",
-            "SELECT count(*) AS n FROM id_graph_updates",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n300\nn\n344\n");
+    let Some(s3) = Remote::s3() else { return };
+    crate::remote::views_equal_local_views(&s3);
 }
 
 #[test]
 fn s3_errors_are_one_line() {
-    let Some(ep) = endpoint() else { return };
+    let Some(s3) = Remote::s3() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("v");
     for (args, needle) in [
@@ -245,7 +68,7 @@ fn s3_errors_are_one_line() {
     ] {
         let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let refs: Vec<&str> = owned.iter().map(|s| s.as_str()).collect();
-        let out = run_s3(&ep, &refs);
+        let out = s3.run(&refs);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
@@ -253,99 +76,6 @@ fn s3_errors_are_one_line() {
         assert!(!dest.exists(), "nothing written on error");
     }
 }
-
-/// What publishing relies on, checked on every store it runs on.
-async fn conformance(store: &dyn ObjectStore, root: &str) {
-    let p = |s: &str| ObjPath::from(format!("{root}/{s}"));
-    let create = PutOptions {
-        mode: PutMode::Create,
-        ..Default::default()
-    };
-    store
-        .put_opts(&p("lock"), PutPayload::from_static(b"a"), create.clone())
-        .await
-        .unwrap();
-    let second = store
-        .put_opts(&p("lock"), PutPayload::from_static(b"b"), create)
-        .await;
-    assert!(
-        matches!(second, Err(object_store::Error::AlreadyExists { .. })),
-        "{second:?}"
-    );
-    let held = store.get(&p("lock")).await.unwrap();
-    let first = UpdateVersion {
-        e_tag: held.meta.e_tag.clone(),
-        version: held.meta.version.clone(),
-    };
-    assert_eq!(&held.bytes().await.unwrap()[..], b"a");
-    // A conditional overwrite (the lease's renewal and takeover) replaces exactly
-    // the version it names, once.
-    let renewed = store
-        .put_opts(
-            &p("lock"),
-            PutPayload::from_static(b"c"),
-            PutMode::Update(first.clone()).into(),
-        )
-        .await
-        .unwrap();
-    let again = store
-        .put_opts(
-            &p("lock"),
-            PutPayload::from_static(b"d"),
-            PutMode::Update(first).into(),
-        )
-        .await;
-    assert!(
-        matches!(again, Err(object_store::Error::Precondition { .. })),
-        "{again:?}"
-    );
-    store
-        .put_opts(
-            &p("lock"),
-            PutPayload::from_static(b"e"),
-            PutMode::Update(UpdateVersion::from(renewed)).into(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        &store.get(&p("lock")).await.unwrap().bytes().await.unwrap()[..],
-        b"e"
-    );
-    // Overwrite is whole.
-    store
-        .put(&p("view/v.parquet"), PutPayload::from_static(b"old"))
-        .await
-        .unwrap();
-    store
-        .put(&p("tmp/v.parquet"), PutPayload::from_static(b"new"))
-        .await
-        .unwrap();
-    store
-        .rename(&p("tmp/v.parquet"), &p("view/v.parquet"))
-        .await
-        .unwrap();
-    assert_eq!(
-        &store
-            .get(&p("view/v.parquet"))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()[..],
-        b"new"
-    );
-    // List after write sees exactly what is there.
-    let listed: Vec<_> = store
-        .list(Some(&p("view")))
-        .map_ok(|m| m.location.to_string())
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(listed, [format!("{root}/view/v.parquet")]);
-    store.delete(&p("lock")).await.unwrap();
-    assert!(store.head(&p("lock")).await.is_err());
-}
-
 #[test]
 fn storage_conformance_local_and_s3() {
     let tmp = tempfile::tempdir().unwrap();
@@ -354,76 +84,14 @@ fn storage_conformance_local_and_s3() {
         &psync_lake_io::LocalStore::new(),
         root.as_ref(),
     ));
-    let Some(ep) = endpoint() else { return };
-    rt().block_on(conformance(s3(&ep).as_ref(), &unique("conformance")));
+    let Some(s3) = Remote::s3() else { return };
+    rt().block_on(conformance(s3.store().as_ref(), &unique("conformance")));
 }
 
 #[test]
 fn a_held_lock_on_s3_stops_a_run() {
-    let Some(ep) = endpoint() else { return };
-    let store = s3(&ep);
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
-    let prefix = unique("locked");
-    let dst = format!("s3://{BUCKET}/{prefix}");
-    // Another run's lock, created the way runs create it.
-    let lock = ObjPath::from(format!("{prefix}/_psync/lock"));
-    let create = PutOptions {
-        mode: PutMode::Create,
-        ..Default::default()
-    };
-    rt().block_on(store.put_opts(
-        &lock,
-        PutPayload::from_static(br#"{"run_id":"other"}"#),
-        create,
-    ))
-    .unwrap();
-    let args = [
-        "materialize",
-        "--source",
-        sample.to_str().unwrap(),
-        "--dest",
-        &dst,
-        "--quiet",
-    ];
-    let out = run_s3(&ep, &args);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("locked by run other"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listed: Vec<_> = rt()
-        .block_on(
-            store
-                .list(Some(&ObjPath::from(prefix.as_str())))
-                .try_collect::<Vec<_>>(),
-        )
-        .unwrap();
-    let written: Vec<_> = listed
-        .iter()
-        .map(|m| {
-            m.location
-                .as_ref()
-                .trim_start_matches(&format!("{prefix}/"))
-                .to_string()
-        })
-        .collect();
-    assert_eq!(
-        written,
-        ["_psync/clock", "_psync/lock"],
-        "nothing but the lock (and the lease check's clock probe) was written"
-    );
-    rt().block_on(store.delete(&lock)).unwrap();
-    let out = run_s3(&ep, &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        rt().block_on(store.head(&lock)).is_err(),
-        "the lock is released"
-    );
+    let Some(s3) = Remote::s3() else { return };
+    crate::remote::a_held_lock_stops_a_run(&s3);
 }
 
 #[test]
@@ -454,16 +122,16 @@ fn a_held_lock_stops_a_local_run_and_a_stale_one_does_not() {
 
 /// One request as the proxy received it.
 #[derive(Debug, Clone)]
-struct Request {
-    method: String,
+pub(crate) struct Request {
+    pub method: String,
     /// Path and query, as sent.
-    target: String,
+    pub target: String,
     /// Lower-case names.
-    headers: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
 }
 
 impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
@@ -501,7 +169,7 @@ impl Request {
 
 /// What the proxy does with a request.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Verdict {
+pub(crate) enum Verdict {
     /// Pass it to the server.
     Forward,
     /// Answer `503 Slow Down` as S3 does when throttling.
@@ -513,15 +181,15 @@ type Rule = Box<dyn FnMut(&Request) -> Verdict + Send>;
 /// A plain HTTP/1.1 proxy in front of the S3 server, one request per connection:
 /// each request goes to `rule`, which may act (delete an object, say) and decides
 /// whether the server or a `503 Slow Down` answers it. Everything it saw is kept.
-struct Proxy {
-    url: String,
+pub(crate) struct Proxy {
+    pub url: String,
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<(Request, Verdict)>>>,
     stop: Arc<AtomicBool>,
 }
 
 impl Proxy {
-    fn start(upstream: &str, rule: impl FnMut(&Request) -> Verdict + Send + 'static) -> Proxy {
+    pub fn start(upstream: &str, rule: impl FnMut(&Request) -> Verdict + Send + 'static) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let upstream = upstream
@@ -555,7 +223,7 @@ impl Proxy {
     }
 
     /// Every request so far, in arrival order, with what the proxy did.
-    fn seen(&self) -> Vec<(Request, Verdict)> {
+    pub fn seen(&self) -> Vec<(Request, Verdict)> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -716,8 +384,8 @@ fn slow_down_once(
 
 #[test]
 fn transient_s3_errors_are_retried_and_without_retries_fail_cleanly() {
-    let Some(ep) = endpoint() else { return };
-    let store = s3(&ep);
+    let Some(s3) = Remote::s3() else { return };
+    let store = s3.store();
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
     let prefix = unique("flaky");
     rt().block_on(upload(store.as_ref(), &sample, &prefix));
@@ -738,12 +406,12 @@ fn transient_s3_errors_are_retried_and_without_retries_fail_cleanly() {
             &proxy.url,
         ];
         args.extend(retries.map(|r| ["--retries", r]).into_iter().flatten());
-        run_s3(&ep, &args)
+        s3.run(&args)
     };
 
     // With the default retries: the first request of each kind, and every
     // fourth distinct request, is answered 503 the first time.
-    let proxy = Proxy::start(&ep, slow_down_once(4, |_| true));
+    let proxy = Proxy::start(&s3.authority(), slow_down_once(4, |_| true));
     let out = through(&proxy, None);
     assert!(
         out.status.success(),
@@ -774,7 +442,7 @@ fn transient_s3_errors_are_retried_and_without_retries_fail_cleanly() {
     ] {
         assert!(retried.contains(kind), "no {kind} was retried: {retried:?}");
     }
-    let published = rt().block_on(contents(&location(&ep, &format!("{prefix}-views"))));
+    let published = rt().block_on(contents(&s3.location(&format!("{prefix}-views"))));
     let fetched = tmp.path().join("fetched");
     crate::util::write_tree(&published, &fetched);
     for view in ["id_graph", "external_id_mapping", "profile_traits"] {
@@ -791,12 +459,12 @@ fn transient_s3_errors_are_retried_and_without_retries_fail_cleanly() {
     for (what, proxy, needle) in [
         (
             "listing",
-            Proxy::start(&ep, slow_down_once(1, |_| true)),
+            Proxy::start(&s3.authority(), slow_down_once(1, |_| true)),
             src.clone(),
         ),
         (
             "commit",
-            Proxy::start(&ep, slow_down_once(1, |r| r.kind() == "copy")),
+            Proxy::start(&s3.authority(), slow_down_once(1, |r| r.kind() == "copy")),
             format!("cannot write {dst}/"),
         ),
     ] {
@@ -822,7 +490,7 @@ fn transient_s3_errors_are_retried_and_without_retries_fail_cleanly() {
             "{what}: not retried"
         );
         assert_eq!(
-            rt().block_on(contents(&location(&ep, &format!("{prefix}-views")))),
+            rt().block_on(contents(&s3.location(&format!("{prefix}-views")))),
             published,
             "{what}: the destination is as the last run left it"
         );
@@ -831,21 +499,21 @@ fn transient_s3_errors_are_retried_and_without_retries_fail_cleanly() {
 
 #[test]
 fn a_file_deleted_between_listing_and_reading_on_s3_is_named() {
-    let Some(ep) = endpoint() else { return };
-    let store = s3(&ep);
+    let Some(s3) = Remote::s3() else { return };
+    let store = s3.store();
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
     let prefix = unique("vanish");
     rt().block_on(upload(store.as_ref(), &sample, &prefix));
     let src = format!("s3://{BUCKET}/{prefix}");
     let dst = format!("s3://{BUCKET}/{prefix}-views");
     let args = ["materialize", "--source", &src, "--dest", &dst, "--quiet"];
-    let out = run_s3(&ep, &args);
+    let out = s3.run(&args);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let published = rt().block_on(contents(&location(&ep, &format!("{prefix}-views"))));
+    let published = rt().block_on(contents(&s3.location(&format!("{prefix}-views"))));
 
     // The first read of the file after the lake was listed finds it deleted.
     let victim = format!("{prefix}/profile_traits_updates/day=2024-01-01/part-00002.parquet");
@@ -861,7 +529,7 @@ fn a_file_deleted_between_listing_and_reading_on_s3_is_named() {
     );
     let deleter = rt();
     let lake_path = format!("/{BUCKET}/{prefix}/profile_traits_updates/");
-    let proxy = Proxy::start(&ep, move |r| {
+    let proxy = Proxy::start(&s3.authority(), move |r| {
         if r.kind() == "list" {
             l.store(true, Ordering::SeqCst);
         } else if l.load(Ordering::SeqCst)
@@ -878,7 +546,7 @@ fn a_file_deleted_between_listing_and_reading_on_s3_is_named() {
     });
     let mut args = args.to_vec();
     args.extend(["--s3-endpoint", &proxy.url]);
-    let out = run_s3(&ep, &args);
+    let out = s3.run(&args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         deleted.load(Ordering::SeqCst),
@@ -890,7 +558,7 @@ fn a_file_deleted_between_listing_and_reading_on_s3_is_named() {
     assert!(err.contains("vanished after the lake was listed"), "{err}");
     assert!(!err.contains("panic"), "{err}");
     assert_eq!(
-        rt().block_on(contents(&location(&ep, &format!("{prefix}-views")))),
+        rt().block_on(contents(&s3.location(&format!("{prefix}-views")))),
         published,
         "the destination is as the last run left it"
     );

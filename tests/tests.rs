@@ -2,6 +2,7 @@
 
 mod util;
 
+mod azure;
 mod bad_input;
 mod case_study;
 mod faults;
@@ -12,6 +13,7 @@ mod memory;
 mod model;
 mod personas;
 mod query;
+mod remote;
 mod resolved;
 mod s3;
 mod sample_data;

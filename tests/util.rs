@@ -17,9 +17,13 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use psync_lake_io::Location;
 
-/// The binary under test.
+/// The binary under test: the one cargo built for these tests, or `PSYNC_BIN`
+/// when set (as for the Python tests: a copy that another build into a shared
+/// target directory cannot replace while the tests run).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_psync-lake"))
+    std::env::var_os("PSYNC_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_psync-lake")))
 }
 
 /// Runs the binary with `args`.

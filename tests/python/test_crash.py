@@ -1,5 +1,6 @@
 """Crash safety (SPEC §4): SIGKILL a `materialize` at random moments of its run;
-after every kill each view folder, opened by path in DuckDB (local) or pyarrow (S3),
+after every kill each view folder, opened by path in DuckDB (local) or pyarrow (S3,
+Azure),
 holds exactly the previous run's view or the new run's, never a mix; and the next
 run succeeds and equals a full run."""
 
@@ -20,6 +21,11 @@ from test_readers import ROOT, VIEWS, binary
 
 KILLS_LOCAL = 12
 KILLS_S3 = 10
+KILLS_AZURE = 10
+
+# Azurite's account and its well-known key (public: every emulator has it).
+AZURE_ACCOUNT = "devstoreaccount1"
+AZURE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 def run(args, env=None):
@@ -99,20 +105,39 @@ def rows_s3(fs, prefix):
     return sorted(rows, key=repr)
 
 
-def test_sigkill_s3(lakes):
-    env, fs = s3_env()
-    prefix = f"psync-test/crash-{os.getpid()}-{time.time_ns()}"
-    dest = f"s3://{prefix}"
+def azure_env():
+    """The binary's environment for Azurite (`.ci/run` starts it; the account's Blob
+    endpoint in PSYNC_AZURE_ENDPOINT) and a pyarrow file system on it."""
+    endpoint = os.environ.get("PSYNC_AZURE_ENDPOINT")
+    if not endpoint:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but PSYNC_AZURE_ENDPOINT is not")
+        pytest.skip("no Azurite")
+    env = dict(os.environ, AZURE_STORAGE_ACCOUNT_NAME=AZURE_ACCOUNT, AZURE_STORAGE_ACCOUNT_KEY=AZURE_KEY,
+               AZURE_STORAGE_ENDPOINT=endpoint, AZURE_ALLOW_HTTP="true")
+    scheme, rest = endpoint.split("://", 1)
+    authority = rest.split("/")[0]
+    # Azurite serves Blob only: the Data Lake endpoint pyarrow probes for a
+    # hierarchical namespace is pointed at it too (and finds none).
+    fs = pafs.AzureFileSystem(AZURE_ACCOUNT, account_key=AZURE_KEY, blob_storage_authority=authority,
+                              blob_storage_scheme=scheme, dfs_storage_authority=authority, dfs_storage_scheme=scheme)
+    return env, fs
+
+
+def sigkill_remote(lakes, env, fs, scheme, prefix, kills):
+    """SIGKILLs runs publishing into `scheme://prefix` (`prefix` starts with the bucket
+    or container); every view, read by pyarrow, is one run's whole view."""
+    dest = f"{scheme}://{prefix}"
     run(["materialize", "--source", str(lakes["a"][0]), "--dest", dest, "--quiet"], env=env)
     # Expected rows as pyarrow renders them.
     expected = {}
     for name in ("a", "b"):
-        d = f"s3://{prefix}-expect-{name}"
+        d = f"{scheme}://{prefix}-expect-{name}"
         run(["materialize", "--source", str(lakes[name][0]), "--dest", d, "--quiet"], env=env)
         expected[name] = {v: rows_s3(fs, f"{prefix}-expect-{name}/{v}") for v in VIEWS}
     rng = random.Random(11)
     current = "a"
-    for i in range(KILLS_S3):
+    for i in range(kills):
         target = "b" if current == "a" else "a"
         killed_run(["materialize", "--source", str(lakes[target][0]), "--dest", dest, "--quiet"], rng.uniform(0.05, 1.5), env=env)
         for v in VIEWS:
@@ -122,6 +147,16 @@ def test_sigkill_s3(lakes):
         for v in VIEWS:
             assert rows_s3(fs, f"{prefix}/{v}") == expected[target][v]
         current = target
+
+
+def test_sigkill_s3(lakes):
+    env, fs = s3_env()
+    sigkill_remote(lakes, env, fs, "s3", f"psync-test/crash-{os.getpid()}-{time.time_ns()}", KILLS_S3)
+
+
+def test_sigkill_azure(lakes):
+    env, fs = azure_env()
+    sigkill_remote(lakes, env, fs, "az", f"psync-test/crash-{os.getpid()}-{time.time_ns()}", KILLS_AZURE)
 
 
 # Per landed batch, when in the run (as a share of an uninterrupted run's time) to kill it:

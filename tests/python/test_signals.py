@@ -1,5 +1,5 @@
 """Clean stops (SPEC §4): SIGTERM and SIGINT at random moments of full and incremental
-runs, local and on S3. Each stopped run exits 143 (SIGTERM) or 130 (SIGINT) with one
+runs, local, on S3 and on Azure. Each stopped run exits 143 (SIGTERM) or 130 (SIGINT) with one
 line on stderr naming what it published, leaves no lock and nothing staged, and every
 view, opened by path, is whole: the new run's where the line says it was published,
 the previous run's otherwise."""
@@ -14,11 +14,12 @@ import time
 
 import pytest
 
-from test_crash import lakes, rows_duckdb, rows_s3, run, s3_env  # noqa: F401 (lakes is a fixture)
+from test_crash import azure_env, lakes, rows_duckdb, rows_s3, run, s3_env  # noqa: F401 (lakes is a fixture)
 from test_readers import VIEWS, binary
 
 SIGNALS_LOCAL = 10
 SIGNALS_S3 = 6
+SIGNALS_AZURE = 6
 CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}
 LINE = re.compile(r"^interrupted by (SIGTERM|SIGINT): (nothing published|views (.+?) published(, .+ left as the previous run's)?)$")
 
@@ -152,21 +153,22 @@ def test_signals_during_incremental_runs(tmp_path):
         previous = expected
 
 
-def test_sigterm_and_sigint_s3(lakes):
-    env, fs = s3_env()
-    prefix = f"psync-test/signals-{time.time_ns()}"
-    dest = f"s3://{prefix}"
+def signals_remote(lakes, env, fs, scheme, prefix, count):
+    """SIGTERM and SIGINT runs publishing into `scheme://prefix` (`prefix` starts with
+    the bucket or container); checks what `test_sigterm_and_sigint_local` checks."""
+    import pyarrow.fs as pafs
+    dest = f"{scheme}://{prefix}"
     expected = {}
     for name in ("a", "b"):
         d = f"{prefix}-expect-{name}"
-        run(["materialize", "--source", str(lakes[name][0]), "--dest", f"s3://{d}", "--quiet"], env=env)
+        run(["materialize", "--source", str(lakes[name][0]), "--dest", f"{scheme}://{d}", "--quiet"], env=env)
         expected[name] = {v: rows_s3(fs, f"{d}/{v}") for v in VIEWS}
     run(["materialize", "--source", str(lakes["a"][0]), "--dest", dest, "--quiet"], env=env)
     rng = random.Random(31)
-    seconds = seconds_of(["materialize", "--source", str(lakes["b"][0]), "--dest", f"s3://{prefix}-probe", "--quiet"],
-                         env=env)
+    seconds = seconds_of(["materialize", "--source", str(lakes["b"][0]), "--dest", f"{scheme}://{prefix}-probe",
+                          "--quiet"], env=env)
     current, stopped = "a", 0
-    for i in range(SIGNALS_S3):
+    for i in range(count):
         target = "b" if current == "a" else "a"
         sig = signal.SIGTERM if i % 2 == 0 else signal.SIGINT
         code, lines = signalled(["materialize", "--source", str(lakes[target][0]), "--dest", dest, "--quiet"],
@@ -176,14 +178,23 @@ def test_sigterm_and_sigint_s3(lakes):
             continue
         stopped += 1
         published = check_stopped(code, lines, sig)
-        import pyarrow.fs as pafs
         left = [f.path for f in fs.get_file_info(pafs.FileSelector(f"{prefix}/_psync", recursive=True,
                                                                      allow_not_found=True))
                 if f.type == pafs.FileType.File and ("/_psync/tmp/" in f.path or f.path.endswith("/_psync/lock"))]
-        assert left == [], f"signal {i}: left behind on S3: {left}"
+        assert left == [], f"signal {i}: left behind on {scheme}: {left}"
         for v in VIEWS:
             want = target if v in published else current
             assert rows_s3(fs, f"{prefix}/{v}") == expected[want][v], f"signal {i}: {v} is not {want}'s whole view"
         run(["materialize", "--source", str(lakes[target][0]), "--dest", dest, "--quiet"], env=env)
         current = target
-    assert stopped >= SIGNALS_S3 // 2, f"only {stopped} signals hit a running run"
+    assert stopped >= count // 2, f"only {stopped} signals hit a running run"
+
+
+def test_sigterm_and_sigint_s3(lakes):
+    env, fs = s3_env()
+    signals_remote(lakes, env, fs, "s3", f"psync-test/signals-{time.time_ns()}", SIGNALS_S3)
+
+
+def test_sigterm_and_sigint_azure(lakes):
+    env, fs = azure_env()
+    signals_remote(lakes, env, fs, "az", f"psync-test/signals-{time.time_ns()}", SIGNALS_AZURE)

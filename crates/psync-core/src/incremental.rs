@@ -109,12 +109,15 @@ impl FileEntry {
         if self.size != now.size {
             return Some(format!("size {} -> {}", self.size, now.size));
         }
+        // Azure quotes an ETag in a HEAD response's header but not in a listing
+        // (S3 quotes both), and entries come from either: quotes do not count.
+        let bare = |t: &String| t.trim_matches('"').to_string();
         match (&self.e_tag, &now.e_tag) {
             // psync_lake_io tags a Delta file with its deletion vector's digest.
-            (Some(a), Some(b)) if a != b && b.contains("+dv:") => {
+            (Some(a), Some(b)) if bare(a) != bare(b) && b.contains("+dv:") => {
                 Some("rows deleted by a Delta deletion vector".into())
             }
-            (Some(a), Some(b)) if a != b => Some(format!("ETag {a} -> {b}")),
+            (Some(a), Some(b)) if bare(a) != bare(b) => Some(format!("ETag {a} -> {b}")),
             (Some(_), Some(_)) => None,
             _ if self.last_modified != now.last_modified => Some(format!(
                 "modified {} -> {}",
@@ -346,5 +349,19 @@ mod tests {
         assert!(matches!(plan_segment(&segments(&sizes)), Segment::All));
         sizes[0] += 1;
         assert!(merged(plan_segment(&segments(&sizes))).is_some());
+    }
+
+    #[test]
+    fn an_etag_is_the_same_quoted_or_not() {
+        let entry = |e_tag: &str, size| FileEntry {
+            path: "v/v.parquet".into(),
+            size,
+            e_tag: Some(e_tag.into()),
+            last_modified: "2026-01-01T00:00:00+00:00".into(),
+        };
+        let head = entry("\"0x8DC1\"", 10);
+        assert_eq!(head.changed(&entry("0x8DC1", 10)), None);
+        assert!(head.changed(&entry("0x8DC2", 10)).is_some());
+        assert!(head.changed(&entry("\"0x8DC1\"", 11)).is_some());
     }
 }

@@ -3,12 +3,14 @@
 //!
 //! - [`Location`]: a root in an object store.
 //! - [`LocalStore`]: the local file system, with conditional overwrites.
+//! - [`azure`]: Azure URLs and settings, and [`AzureStore`] (whole-object renames).
 //! - [`Lake`]: the tables under a root, listed and footer-read once.
 //! - [`LakeTable`]: a table as a DataFusion `TableProvider` with a normalised schema.
 //! - [`delta`]: Delta tables, read at a version of their transaction log.
 //! - [`schema`]: the normalisation rules.
 
 mod adapter;
+pub mod azure;
 mod catalog;
 pub mod delta;
 mod error;
@@ -18,6 +20,7 @@ pub mod schema;
 mod table;
 
 pub use adapter::CaseInsensitiveAdapterFactory;
+pub use azure::{AzureOptions, AzureStore};
 pub use catalog::{Lake, SPACE_PREFIXES, ensure_schema, is_space};
 pub use delta::DeltaAt;
 pub use error::{LakeError, Result, is_not_found, root_message};

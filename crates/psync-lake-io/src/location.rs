@@ -12,6 +12,7 @@ use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use url::Url;
 
+use crate::azure::{self, AzureOptions, AzureStore};
 use crate::error::{LakeError, Result};
 use crate::local::LocalStore;
 
@@ -32,7 +33,8 @@ pub struct Location {
 
 /// Settings for remote stores. S3 reads the standard environment first
 /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`,
-/// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`); these override it.
+/// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`), Azure the `AZURE_*`
+/// environment; these override it.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// S3 endpoint, e.g. `http://127.0.0.1:5000` for an S3-compatible server.
@@ -49,6 +51,8 @@ pub struct StoreOptions {
     pub timeout: Duration,
     /// Timeout of establishing a connection.
     pub connect_timeout: Duration,
+    /// Azure settings.
+    pub azure: AzureOptions,
 }
 
 impl Default for StoreOptions {
@@ -61,13 +65,15 @@ impl Default for StoreOptions {
             retry_timeout: Duration::from_secs(30),
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
+            azure: AzureOptions::default(),
         }
     }
 }
 
 impl Location {
-    /// Parses a local path or `file://` URL, or `s3://bucket/prefix` with the
-    /// default [`StoreOptions`].
+    /// Parses a local path or `file://` URL, `s3://bucket/prefix` or an Azure URL
+    /// (`az://container/prefix` and the other forms of [`azure::parse_url`]) with
+    /// the default [`StoreOptions`].
     pub fn parse(input: &str) -> Result<Self> {
         Self::parse_with(input, &StoreOptions::default())
     }
@@ -86,9 +92,13 @@ impl Location {
             if scheme == "s3" || scheme == "s3a" {
                 return Self::s3(input, options);
             }
+            if azure::is_azure_url(input) {
+                return Self::azure(input, options);
+            }
             if scheme != "file" {
                 return Err(err(format!(
-                    "unsupported scheme '{scheme}://' (use a local path, file:// or s3://)"
+                    "unsupported scheme '{scheme}://' (use a local path, file://, s3:// \
+                     or az://, abfss://, https://<account>.blob.core.windows.net/)"
                 )));
             }
             let url = Url::parse(input).map_err(|e| err(e.to_string()))?;
@@ -141,6 +151,35 @@ impl Location {
         Ok(Location {
             display: input.to_string(),
             store: Arc::new(store),
+            store_url,
+            prefix,
+            local_dir: None,
+        })
+    }
+
+    fn azure(input: &str, o: &StoreOptions) -> Result<Self> {
+        let err = |reason: String| LakeError::Location {
+            location: input.to_string(),
+            reason,
+        };
+        let url = azure::parse_url(input).map_err(err)?;
+        let builder = azure::builder(&url, o).map_err(err)?;
+        // DataFusion finds a store by scheme and host. An az:// URL takes its
+        // account from the settings, which every location of a run shares, so
+        // the container alone is the key (and messages name files as the user
+        // wrote them); a URL that names its account keeps it in the key, so that
+        // two accounts' containers of one name never meet.
+        let host = match &url.account {
+            None => url.container.clone(),
+            Some(_) => format!("{}.{}", url.container, azure::account(&builder)),
+        };
+        let store = builder.build().map_err(|e| err(e.to_string()))?;
+        let store_url =
+            ObjectStoreUrl::parse(format!("az://{host}")).map_err(|e| err(e.to_string()))?;
+        let prefix = Path::parse(&url.prefix).map_err(|e| err(e.to_string()))?;
+        Ok(Location {
+            display: input.to_string(),
+            store: Arc::new(AzureStore::new(store)),
             store_url,
             prefix,
             local_dir: None,
@@ -257,6 +296,33 @@ mod tests {
         );
         assert!(l.local_dir.is_none());
         assert!(Location::parse("s3:///nobucket").is_err());
+    }
+
+    #[test]
+    fn azure_reads_container_and_prefix() {
+        let o = StoreOptions {
+            azure: AzureOptions {
+                account: Some("acct".into()),
+                access_key: Some("a2V5".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let l = Location::parse_with("az://lake/ps/segment/", &o).unwrap();
+        assert_eq!(l.store_url.as_str(), "az://lake/");
+        assert_eq!(l.prefix.as_ref(), "ps/segment");
+        assert_eq!(
+            l.url_of(&l.child(&["id_graph_updates"])),
+            "az://lake/ps/segment/id_graph_updates"
+        );
+        assert!(l.local_dir.is_none());
+        let named = Location::parse_with("abfss://lake@other.dfs.core.windows.net/ps", &o);
+        let e = named.unwrap_err().to_string();
+        assert!(e.contains("--azure-account is 'acct'"), "{e}");
+        let o = StoreOptions::default();
+        let l = Location::parse_with("https://acct.blob.core.windows.net/lake/ps", &o).unwrap();
+        assert_eq!(l.store_url.as_str(), "az://lake.acct/");
+        assert_eq!(l.prefix.as_ref(), "ps");
     }
 
     #[test]
