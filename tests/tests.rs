@@ -4,6 +4,7 @@ mod util;
 
 mod bad_input;
 mod case_study;
+mod explain;
 mod faults;
 mod health;
 mod incremental;
