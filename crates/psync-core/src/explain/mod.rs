@@ -6,8 +6,9 @@
 //! segment_id ─► its id graph component: rounds of id_graph_updates rows whose
 //!               segment_id or canonical_segment_id is in the frontier (a literal
 //!               IN list, pushed into the Parquet scans: row groups whose
-//!               statistics rule it out are skipped)
-//!   ─► id_graph::build over the component's rows only ─► canonical C, members of C
+//!               statistics rule it out are skipped, filters run in the reader),
+//!               the rows kept in memory
+//!   ─► id_graph::build over those rows only ─► canonical C, members of C
 //!   ─► merge_tree:     the members' latest updates (points_to, triggering event, notes)
 //!   ─► identifiers:    external_id_mapping (compact, finish) over the identifiers seen on members
 //!   ─► trait_sources:  last_seen_state over the members' trait rows, and the row each value came from
@@ -35,7 +36,8 @@ use psync_lake_io::Lake;
 
 use crate::error::Result;
 use crate::inputs::{
-    EXTERNAL_ID_MAPPING_UPDATES, ID_GRAPH_UPDATES, Inputs, PROFILE_TRAITS_UPDATES, Warnings, id,
+    EXTERNAL_ID_MAPPING_UPDATES, ID_GRAPH_UPDATES, Inputs, ORDER_NEEDED, PROFILE_TRAITS_UPDATES,
+    Warnings, id, opt_id,
 };
 use crate::views::external_id_mapping;
 use crate::views::id_graph::{self, IdGraph};
@@ -67,6 +69,10 @@ pub struct Found {
     pub person: Person,
     /// The id graph restricted to the person's component (`df` cached).
     pub graph: IdGraph,
+    /// The id_graph_updates rows of the component's segment_ids (in memory):
+    /// `segment_id`, `canonical_segment_id`, `triggering_event_type`,
+    /// `triggering_event_id`, `seq`, `timestamp`, `uuid_ts`.
+    pub updates: DataFrame,
 }
 
 /// Explains people of one lake: finds them, then plans their merge tree,
@@ -146,15 +152,21 @@ impl<'a> Explainer<'a> {
             Some(s) => s,
             None => id.to_string(),
         };
-        let (component, in_graph) = self.component(&segment_id).await?;
+        let updates = self.component(&segment_id).await?;
+        let in_graph = updates.clone().count().await? > 0;
         if !in_graph && identifier.is_none() && !self.seen(&segment_id).await? {
             return Ok(None);
         }
-        let component: Vec<String> = component.into_iter().collect();
-        let restricted = self
-            .inputs
-            .clone()
-            .filter(ID_GRAPH_UPDATES, in_list("segment_id", &component));
+        // The view code over the component's rows, held in memory, instead of the lake's.
+        let no_files = self.inputs.lake().with_files(|table, files| {
+            if table == ID_GRAPH_UPDATES {
+                vec![]
+            } else {
+                files.to_vec()
+            }
+        });
+        let restricted = Inputs::new(self.inputs.ctx(), &no_files)
+            .with_overlay(ID_GRAPH_UPDATES, updates.clone());
         let graph = id_graph::build(&restricted, &mut Warnings::default()).await?;
         let canonical = strings(
             graph
@@ -186,6 +198,7 @@ impl<'a> Explainer<'a> {
                 cycles_broken: graph.cycles_broken,
             },
             graph,
+            updates,
         }))
     }
 
@@ -204,11 +217,18 @@ impl<'a> Explainer<'a> {
 
     /// Every segment_id joined to `segment_id` by id_graph_updates rows (either
     /// direction, any time), itself included: rounds over the frontier until no
-    /// new one turns up. Also whether any such row was found.
-    async fn component(&self, segment_id: &str) -> Result<(BTreeSet<String>, bool)> {
+    /// new one turns up: those rows, in memory (see [`Found::updates`]).
+    async fn component(&self, segment_id: &str) -> Result<DataFrame> {
+        let mut needed = vec![
+            id("segment_id"),
+            id("canonical_segment_id"),
+            opt_id("triggering_event_type"),
+            opt_id("triggering_event_id"),
+        ];
+        needed.extend(ORDER_NEEDED);
         let mut known = BTreeSet::from([segment_id.to_string()]);
-        let mut any = false;
         let mut frontier = vec![segment_id.to_string()];
+        let mut rows: Option<DataFrame> = None;
         while !frontier.is_empty() {
             let edges = self
                 .inputs
@@ -217,20 +237,34 @@ impl<'a> Explainer<'a> {
                     ID_GRAPH_UPDATES,
                     in_list("segment_id", &frontier).or(in_list("canonical_segment_id", &frontier)),
                 )
-                .select(
-                    ID_GRAPH_UPDATES,
-                    &[id("segment_id"), id("canonical_segment_id")],
-                    &mut Warnings::default(),
+                .select(ID_GRAPH_UPDATES, &needed, &mut Warnings::default())?
+                .filter(
+                    col("segment_id")
+                        .is_not_null()
+                        .and(col("canonical_segment_id").is_not_null()),
                 )?
                 .cache()
                 .await?;
             let mut found = strings(edges.clone(), "segment_id").await?;
-            found.extend(strings(edges, "canonical_segment_id").await?);
-            any |= !found.is_empty();
+            found.extend(strings(edges.clone(), "canonical_segment_id").await?);
+            rows = Some(match rows {
+                Some(r) => r.union(edges)?,
+                None => edges,
+            });
             frontier = found.difference(&known).cloned().collect();
             known.extend(frontier.iter().cloned());
         }
-        Ok((known, any))
+        let rows = match rows {
+            // A row reached from both of its ends is read twice.
+            Some(r) => r.distinct()?.cache().await?,
+            None => {
+                return Err(datafusion::error::DataFusionError::Internal(
+                    "the component search ran no round".into(),
+                )
+                .into());
+            }
+        };
+        Ok(rows)
     }
 
     /// Whether `segment_id` has a row in external_id_mapping_updates or

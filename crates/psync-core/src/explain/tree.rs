@@ -18,9 +18,7 @@ use psync_lake_io::schema::time_type;
 
 use super::{Explainer, Found, frame_of, in_list, strings};
 use crate::error::Result;
-use crate::inputs::{
-    EXTERNAL_ID_MAPPING_UPDATES, ID_GRAPH_UPDATES, ORDER_NEEDED, Warnings, id, opt_id, order_key,
-};
+use crate::inputs::{EXTERNAL_ID_MAPPING_UPDATES, Warnings, id, order_key};
 use crate::views::external_id_mapping;
 
 /// The notes of `merge_tree` rows: a profile only other tables know, the node
@@ -68,21 +66,13 @@ impl Explainer<'_> {
     /// landed; `parent` in the tree, NULL for the root), when, the triggering
     /// event, and a note (see [`MERGE_TREE_NOTES`]). Oldest first.
     pub fn merge_tree(&self, f: &Found) -> Result<DataFrame> {
+        // The component's rows are in memory already (see `Explainer::find`).
         let p = &f.person;
         let root = p.canonical_segment_id.as_str();
-        let mut needed = vec![
-            id("segment_id"),
-            id("canonical_segment_id"),
-            opt_id("triggering_event_type"),
-            opt_id("triggering_event_id"),
-        ];
-        needed.extend(ORDER_NEEDED);
-        let updates = self
-            .inputs
+        let updates = f
+            .updates
             .clone()
-            .filter(ID_GRAPH_UPDATES, in_list("segment_id", &p.members))
-            .select(ID_GRAPH_UPDATES, &needed, &mut Warnings::default())?
-            .filter(col("canonical_segment_id").is_not_null())?;
+            .filter(in_list("segment_id", &p.members))?;
         // The struct starts as id_graph's does, so a full tie of the order key
         // picks the same target the id graph followed.
         let mut args = vec![named_struct(vec![
