@@ -60,6 +60,38 @@ fn explain_prints_the_case_study() {
 }
 
 #[test]
+fn explain_with_dest_compares_the_published_id_graph() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = case_study(tmp.path());
+    let views = tmp.path().join("views");
+    crate::util::materialize_ok(Path::new(&lake), &views, &["--quiet"]);
+    let dest = views.to_str().unwrap();
+    let text = stdout(&run_ok(&[
+        "explain",
+        "--source",
+        &lake,
+        "--dest",
+        dest,
+        "profile_2",
+    ]));
+    assert!(
+        text.contains("  the published id_graph agrees: profile_2 -> profile_1\n"),
+        "{text}"
+    );
+    let json = stdout(&run_ok(&[
+        "explain",
+        "--source",
+        &lake,
+        "--dest",
+        dest,
+        "--json",
+        "profile_1",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["published_canonical_segment_id"], "profile_1");
+}
+
+#[test]
 fn explain_json_parses_and_agrees_with_the_text() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = case_study(tmp.path());
