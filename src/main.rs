@@ -2,6 +2,7 @@
 
 mod duration;
 mod engine;
+mod explain;
 mod generate;
 mod materialize;
 mod query;
@@ -35,6 +36,9 @@ enum Command {
     Materialize(materialize::Args),
     /// An SQL shell over the landed tables and the views (interactive, or -c / -f / stdin).
     Query(query::Args),
+    /// One person: whom a segment_id or type:value resolves to, its merge tree, its
+    /// identifiers and the update row behind each trait (text, or --json).
+    Explain(explain::Args),
     /// Recompute the views in full and compare them with the published ones (exit 1 on any difference).
     Verify(verify::Args),
     /// Write a deterministic synthetic lake (for trying things out and benchmarks).
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Materialize(args) => materialize::run(args).map(|()| true),
         Command::Query(args) => query::run(args).map(|()| true),
+        Command::Explain(args) => explain::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Generate(args) => generate::run(args).map(|()| true),
         Command::Report(args) => report::run(args).map(|()| true),

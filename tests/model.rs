@@ -112,7 +112,7 @@ pub(crate) struct Landing {
     pub(crate) threads: usize,
 }
 
-fn landing() -> impl Strategy<Value = Landing> {
+pub(crate) fn landing() -> impl Strategy<Value = Landing> {
     (
         1..4usize,
         any::<u64>(),
@@ -147,13 +147,17 @@ fn opt(v: &Option<String>) -> String {
     v.clone().unwrap_or_else(|| "NULL".into())
 }
 
-struct Model {
-    id_graph: Vec<Vec<String>>,
-    ext: Vec<Vec<String>>,
-    traits: Vec<Vec<String>>,
+/// The views of a history, as sorted text rows (NULL as "NULL").
+pub(crate) struct Model {
+    /// segment_id, canonical_segment_id, timestamp.
+    pub(crate) id_graph: Vec<Vec<String>>,
+    /// canonical_segment_id, type, value, hash, timestamp.
+    pub(crate) ext: Vec<Vec<String>>,
+    /// canonical_segment_id, name, score, merged_to.
+    pub(crate) traits: Vec<Vec<String>>,
 }
 
-fn model(h: &History) -> Model {
+pub(crate) fn model(h: &History) -> Model {
     // Latest update per segment_id; on a full key tie the greatest (target, ts, seq, uuid_ts).
     let mut latest: BTreeMap<&str, &IdRow> = BTreeMap::new();
     for r in &h.ids {
@@ -385,7 +389,7 @@ impl Dealt {
 
 /// Lands `h` under `root`; returns the history as landed (trait values in files
 /// that lack a column read as NULL).
-fn land(root: &Path, h: &History, l: &Landing) -> History {
+pub(crate) fn land(root: &Path, h: &History, l: &Landing) -> History {
     let dealt = Dealt::new(h, l.files, l.seed);
     let mut landed = h.clone();
     for f in 0..l.files {

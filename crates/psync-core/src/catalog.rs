@@ -9,6 +9,7 @@
 //! <source>/personas_<space>/<table>/ ─► <space>.<table>, and the space's views as
 //!                       <space>.users, ... (published under <dest>/<space>/, or on demand)
 //! resolved('<table>')  ─► an event table joined with `id_graph` (table function)
+//! merge_tree('ID'), identifiers('ID'), trait_sources('ID') ─► `explain`'s sections
 //! ```
 
 use std::fmt;
@@ -105,6 +106,7 @@ pub fn register(
         "resolved",
         Arc::new(ResolvedFunction::new(Arc::clone(&lake))),
     );
+    crate::explain::register(ctx, &lake);
     Ok(entries)
 }
 

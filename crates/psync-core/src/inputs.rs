@@ -120,6 +120,10 @@ pub struct Inputs<'a> {
     /// Per table, only the rows whose key columns are among these keys' rows: an
     /// incremental run recomputes the keys a delta touches.
     only: HashMap<String, (DataFrame, Vec<String>)>,
+    /// Per table, a predicate its rows must pass, pushed into the Parquet scan
+    /// (row groups whose statistics rule it out are not read): `explain` reads
+    /// one person's rows of a large lake.
+    filters: HashMap<String, Expr>,
     /// Only updates at or before this instant (µs since the epoch, UTC); a NULL
     /// timestamp counts as older than any.
     as_of: Option<i64>,
@@ -133,6 +137,7 @@ impl<'a> Inputs<'a> {
             lake,
             overlay: HashMap::new(),
             only: HashMap::new(),
+            filters: HashMap::new(),
             as_of: None,
         }
     }
@@ -143,6 +148,13 @@ impl<'a> Inputs<'a> {
     pub fn only(mut self, table: &str, keys: DataFrame, columns: &[&str]) -> Self {
         let columns = columns.iter().map(|c| c.to_string()).collect();
         self.only.insert(table.to_string(), (keys, columns));
+        self
+    }
+
+    /// Reads only the rows of `table` for which `predicate` (over the table's
+    /// columns, by lower-case name) is true; a second call replaces the first.
+    pub fn filter(mut self, table: &str, predicate: Expr) -> Self {
+        self.filters.insert(table.to_string(), predicate);
         self
     }
 
@@ -191,6 +203,10 @@ impl<'a> Inputs<'a> {
                 df.filter(ts.clone().is_null().or(ts.lt_eq(bound)))?
             }
             _ => df,
+        };
+        let df = match self.filters.get(table) {
+            Some(predicate) => df.filter(predicate.clone())?,
+            None => df,
         };
         match self.only.get(table) {
             Some((keys, columns)) => {

@@ -15,10 +15,12 @@
 //! - [`extras`]: the Personas and `_resolved` views and the health report of a run.
 //! - [`health`]: the identity health tables.
 //! - [`blame`]: naming the landed file behind a query error.
+//! - [`explain`]: one person: its merge tree, identifiers and trait sources.
 
 pub mod blame;
 pub mod catalog;
 pub mod error;
+pub mod explain;
 pub mod extras;
 pub mod functions;
 pub mod health;

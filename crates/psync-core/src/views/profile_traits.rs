@@ -67,7 +67,7 @@ fn updates(
 }
 
 /// `named_struct('t1', t1, ...)` over the trait columns.
-fn traits_struct(traits: &[(String, DataType)]) -> Expr {
+pub(crate) fn traits_struct(traits: &[(String, DataType)]) -> Expr {
     let mut args = Vec::with_capacity(traits.len() * 2);
     for (t, _) in traits {
         args.push(lit(t.as_str()));
