@@ -303,13 +303,17 @@ impl Lease {
         let path = lock_path(dest);
         let url = dest.url_of(&path);
         let holder = Holder::new(run_id, opts.timeout);
+        let mut claim = Claiming::new(run_id);
         for _ in 0..ATTEMPTS {
             let create = dest
                 .store
                 .put_opts(&path, holder.body(), PutMode::Create.into())
                 .await;
             match create {
-                Ok(put) => return Ok(Lease::start(dest, url, holder, put, opts.timeout)),
+                Ok(put) => {
+                    claim.keep();
+                    return Ok(Lease::start(dest, url, holder, put, opts.timeout));
+                }
                 Err(object_store::Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(publish_err(&url, e)),
             }
@@ -337,7 +341,10 @@ impl Lease {
                 )
                 .await;
             match takeover {
-                Ok(put) => return Ok(Lease::start(dest, url, holder, put, opts.timeout)),
+                Ok(put) => {
+                    claim.keep();
+                    return Ok(Lease::start(dest, url, holder, put, opts.timeout));
+                }
                 // Another run changed it first: judge what is there now.
                 Err(
                     object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
@@ -422,6 +429,40 @@ impl Lease {
             }
             Ok(_) => tracing::warn!(lock = %self.url, "the lock is another run's now; left alone"),
             Err(_) => {}
+        }
+    }
+}
+
+/// A run of this process that is taking a lease counts as active from before its
+/// conditional write: another run of this process that reads the lock after the
+/// store took the write, but before this run saw the answer and started its
+/// [`Lease`], must find the holder alive, not left by a run that ended.
+struct Claiming<'a> {
+    run_id: Option<&'a str>,
+}
+
+impl<'a> Claiming<'a> {
+    fn new(run_id: &'a str) -> Self {
+        if let Ok(mut a) = active().lock() {
+            a.insert(run_id.to_string());
+        }
+        Claiming {
+            run_id: Some(run_id),
+        }
+    }
+
+    /// The lease is taken: from now on the [`Lease`] keeps the run active.
+    fn keep(&mut self) {
+        self.run_id = None;
+    }
+}
+
+impl Drop for Claiming<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.run_id
+            && let Ok(mut a) = active().lock()
+        {
+            a.remove(id);
         }
     }
 }
