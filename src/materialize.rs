@@ -50,7 +50,8 @@ pub struct Args {
     on_change: OnChange,
     /// Views to publish, comma-separated [default: id_graph,external_id_mapping,profile_traits,
     /// and users,audience_membership,computed_traits of every Personas space]; add
-    /// <table>_resolved for an event table with canonical_segment_id.
+    /// <table>_resolved for an event table with canonical_segment_id, and
+    /// id_graph_history for every segment_id's canonical over time.
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<View>()))]
     views: Vec<View>,
     /// Do not write the identity health tables (<dest>/_psync/health/, read by `report`).

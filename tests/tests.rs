@@ -8,6 +8,7 @@ mod case_study;
 mod explain;
 mod faults;
 mod health;
+mod history;
 mod incremental;
 mod lease;
 mod memory;

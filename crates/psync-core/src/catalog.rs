@@ -6,6 +6,7 @@
 //! <source>/<table>/   ─► LakeTable            (landed)
 //! <dest>/<view>/      ─► LakeTable            (published)
 //! neither             ─► ViewTable ─► views::plan_view at scan time (on demand)
+//! id_graph_history    ─► published, or id_graph_history::plan at scan time
 //! <source>/personas_<space>/<table>/ ─► <space>.<table>, and the space's views as
 //!                       <space>.users, ... (published under <dest>/<space>/, or on demand)
 //! resolved('<table>')  ─► an event table joined with `id_graph` (table function)
@@ -26,6 +27,7 @@ use tokio::sync::OnceCell;
 use crate::inputs::{Inputs, Warnings};
 use crate::on_demand::{LazyPlan, OnDemand};
 use crate::views::id_graph::{self, IdGraph};
+use crate::views::id_graph_history;
 use crate::views::personas::PersonasTable;
 use crate::views::resolved::ResolvedFunction;
 use crate::views::{View, plan_view};
@@ -101,6 +103,7 @@ pub fn register(
             ctx.register_table(view.name(), Arc::new(table))?;
         }
     }
+    register_history(ctx, &lake, published, &mut entries)?;
     register_personas(ctx, &lake, published, &mut entries)?;
     ctx.register_udtf(
         "resolved",
@@ -108,6 +111,53 @@ pub fn register(
     );
     crate::explain::register(ctx, &lake);
     Ok(entries)
+}
+
+/// Registers `id_graph_history`: published, or computed when first queried.
+fn register_history(
+    ctx: &SessionContext,
+    lake: &Arc<Lake>,
+    published: Option<&Lake>,
+    entries: &mut Vec<Entry>,
+) -> Result<()> {
+    let name = id_graph_history::NAME;
+    if let Some(t) = published.and_then(|p| p.table(name)) {
+        ctx.register_table(name, Arc::new(t.clone()))?;
+        entries.push(Entry {
+            name: name.into(),
+            origin: Origin::Published,
+            rows: Some(t.rows()),
+            schema: t.schema(),
+        });
+        return Ok(());
+    }
+    let table = OnDemand::new(
+        id_graph_history::schema(),
+        HistoryPlan {
+            lake: Arc::clone(lake),
+        },
+    );
+    entries.push(Entry {
+        name: name.into(),
+        origin: Origin::OnDemand,
+        rows: None,
+        schema: table.schema(),
+    });
+    ctx.register_table(name, Arc::new(table))?;
+    Ok(())
+}
+
+/// How the shell's on-demand `id_graph_history` is planned.
+#[derive(Debug)]
+struct HistoryPlan {
+    lake: Arc<Lake>,
+}
+
+#[async_trait]
+impl LazyPlan for HistoryPlan {
+    async fn plan(&self, ctx: &SessionContext) -> Result<DataFrame> {
+        id_graph_history::plan(&Inputs::new(ctx, &self.lake)).await
+    }
 }
 
 /// Registers the Personas views of every space of `lake` in the space's schema.

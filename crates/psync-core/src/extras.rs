@@ -6,6 +6,7 @@
 //! every Personas space found (personas_<space>/, engage_<space>/)
 //!   × the Personas views asked for  ─► <dest>/<space>/<view>/<view>.parquet
 //! every `<table>_resolved` asked for ─► <dest>/<table>_resolved/<table>_resolved.parquet
+//! `id_graph_history` when asked for ─► <dest>/id_graph_history/id_graph_history.parquet
 //! the health report (always)        ─► <dest>/_psync/health/<table>/<table>.parquet
 //! ```
 //!
@@ -25,7 +26,7 @@ use crate::error::Result;
 use crate::health::{self, HealthInputs};
 use crate::inputs::{Inputs, Warnings};
 use crate::views::id_graph::IdGraph;
-use crate::views::{self, View, external_id_mapping, personas, resolved};
+use crate::views::{self, View, external_id_mapping, id_graph_history, personas, resolved};
 
 /// A file to stage: its name in the staging folder and the display, where it
 /// goes under the destination, and its plan.
@@ -38,15 +39,16 @@ pub struct Extra {
     pub df: DataFrame,
 }
 
-/// A Personas view of one space, or a `_resolved` view, before it is planned.
+/// A Personas view of one space, a `_resolved` view or `id_graph_history`,
+/// before it is planned.
 pub struct ExtraView {
-    /// The Personas space (`None` for a `_resolved` view).
+    /// The Personas space (`None` for the others).
     space: Option<String>,
     view: View,
 }
 
 /// Every Personas view asked for in every space of `lake`, then every
-/// `_resolved` view asked for, in the order the run stages them.
+/// `_resolved` view and `id_graph_history` asked for, in the order the run stages them.
 pub fn extra_views(lake: &Lake, views: &[View]) -> Vec<ExtraView> {
     let wanted: Vec<View> = views.iter().copied().filter(|v| v.is_personas()).collect();
     let spaces = lake.spaces();
@@ -63,7 +65,7 @@ pub fn extra_views(lake: &Lake, views: &[View]) -> Vec<ExtraView> {
         }
     }
     for &view in views {
-        if view.resolved_table().is_some() {
+        if view.resolved_table().is_some() || view == View::IdGraphHistory {
             out.push(ExtraView { space: None, view });
         }
     }
@@ -71,9 +73,18 @@ pub fn extra_views(lake: &Lake, views: &[View]) -> Vec<ExtraView> {
 }
 
 impl ExtraView {
-    /// Plans the view over `inputs` (every landed file) and the run's `graph`.
-    pub fn plan(&self, inputs: &Inputs<'_>, graph: &IdGraph) -> Result<Extra> {
+    /// Plans the view over `inputs` (every landed file) and the run's `graph`
+    /// (resolving the id graph's history runs queries).
+    pub async fn plan(&self, inputs: &Inputs<'_>, graph: &IdGraph) -> Result<Extra> {
         let view = self.view;
+        if view == View::IdGraphHistory {
+            let name = view.name();
+            return Ok(Extra {
+                name: name.to_string(),
+                target: vec![name.to_string(), format!("{name}.parquet")],
+                df: views::sorted(view, id_graph_history::plan(inputs).await?)?,
+            });
+        }
         match (&self.space, view.resolved_table()) {
             (Some(space), _) => {
                 let file = format!("{view}.parquet");

@@ -520,7 +520,8 @@ impl Run<'_> {
                                 views::plan_view(&inputs, view, &graph, &mut self.warnings)?
                             }
                             // Staged by `with_extras`.
-                            View::Users
+                            View::IdGraphHistory
+                            | View::Users
                             | View::AudienceMembership
                             | View::ComputedTraits
                             | View::Resolved(_) => continue,
@@ -860,7 +861,7 @@ impl Run<'_> {
         let external_id_mapping = staged_view(View::ExternalIdMapping);
         let profile_traits = staged_view(View::ProfileTraits);
         for view in extras::extra_views(self.lake, &self.opts.views) {
-            let extra = view.plan(&inputs, graph)?;
+            let extra = view.plan(&inputs, graph).await?;
             self.progress.stage(&extra.name);
             let (s, r) = self.stage_extra(extra, self.lake).await?;
             files.push(s);

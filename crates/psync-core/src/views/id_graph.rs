@@ -160,6 +160,13 @@ fn warn_cycles(count: u64, warnings: &mut Warnings) {
     ));
 }
 
+/// Resolves `nodes` (`segment_id`, `target`, `seq`, `timestamp`, `uuid_ts`,
+/// one row per node) as the view does: every chain followed to its end, each
+/// cycle broken at its oldest edge. `segment_id`, `canonical_segment_id`, `timestamp`.
+pub(crate) async fn resolve_nodes(nodes: DataFrame) -> Result<DataFrame> {
+    Ok(resolve(nodes, None).await?.df)
+}
+
 /// The rows of an id graph for some nodes.
 struct Resolved {
     /// `segment_id`, `canonical_segment_id`, `timestamp`.

@@ -5,6 +5,7 @@
 //! | `id_graph` | [`id_graph`] | segment_id |
 //! | `external_id_mapping` | [`external_id_mapping`] | external_id_type, external_id_value |
 //! | `profile_traits` | [`profile_traits`] | canonical_segment_id |
+//! | `id_graph_history` (off by default) | [`id_graph_history`] | segment_id, valid_from |
 //! | `users`, `audience_membership`, `computed_traits` (per Personas space) | [`personas`] | user_id (, audience_key) |
 //! | `<table>_resolved` (per event table) | [`resolved`] | (sorted by canonical_segment_id) |
 //!
@@ -14,6 +15,7 @@
 
 pub mod external_id_mapping;
 pub mod id_graph;
+pub mod id_graph_history;
 pub mod personas;
 pub mod profile_traits;
 pub mod resolved;
@@ -40,6 +42,8 @@ pub enum View {
     ExternalIdMapping,
     /// SPEC §3.3.
     ProfileTraits,
+    /// SPEC §3.6: every segment_id's canonical over time (off by default).
+    IdGraphHistory,
     /// SPEC §3.4: per Personas space, one row per user_id with its traits.
     Users,
     /// Per Personas space, one row per (user_id, audience_key).
@@ -109,6 +113,7 @@ impl View {
             View::IdGraph => id_graph::NAME,
             View::ExternalIdMapping => external_id_mapping::NAME,
             View::ProfileTraits => profile_traits::NAME,
+            View::IdGraphHistory => id_graph_history::NAME,
             View::Users => personas::USERS,
             View::AudienceMembership => personas::AUDIENCE_MEMBERSHIP,
             View::ComputedTraits => personas::COMPUTED_TRAITS,
@@ -122,6 +127,7 @@ impl View {
             View::IdGraph => &["segment_id"],
             View::ExternalIdMapping => &["external_id_type", "external_id_value"],
             View::ProfileTraits => &["canonical_segment_id"],
+            View::IdGraphHistory => &["segment_id", "valid_from"],
             View::Users | View::ComputedTraits => &["user_id"],
             View::AudienceMembership => &["user_id", "audience_key"],
             // Not unique: the order readers find a person's events by.
@@ -157,7 +163,11 @@ impl FromStr for View {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim().to_lowercase();
-        if let Some(v) = View::DEFAULT.into_iter().find(|v| v.name() == s) {
+        if let Some(v) = View::DEFAULT
+            .into_iter()
+            .chain([View::IdGraphHistory])
+            .find(|v| v.name() == s)
+        {
             return Ok(v);
         }
         match s.strip_suffix(RESOLVED_SUFFIX) {
@@ -165,8 +175,9 @@ impl FromStr for View {
             _ => {
                 let names: Vec<_> = View::DEFAULT.iter().map(|v| v.name()).collect();
                 Err(format!(
-                    "unknown view '{s}' (expected one of: {}, or <event table>{RESOLVED_SUFFIX})",
-                    names.join(", ")
+                    "unknown view '{s}' (expected one of: {}, {}, or <event table>{RESOLVED_SUFFIX})",
+                    names.join(", "),
+                    id_graph_history::NAME
                 ))
             }
         }
@@ -244,10 +255,12 @@ pub fn plan_view(
         View::IdGraph => Ok(graph.df.clone()),
         View::ExternalIdMapping => external_id_mapping::plan(inputs, graph, warnings),
         View::ProfileTraits => profile_traits::plan(inputs, graph, warnings),
-        View::Users | View::AudienceMembership | View::ComputedTraits | View::Resolved(_) => {
-            Err(datafusion::error::DataFusionError::Internal(format!(
-                "{view} is planned per space or per table, not by plan_view"
-            )))
-        }
+        View::IdGraphHistory
+        | View::Users
+        | View::AudienceMembership
+        | View::ComputedTraits
+        | View::Resolved(_) => Err(datafusion::error::DataFusionError::Internal(format!(
+            "{view} is planned by crate::extras, not by plan_view"
+        ))),
     }
 }
