@@ -112,6 +112,8 @@ proptest! {
         h in crate::model::history(),
         l in crate::model::landing(),
     ) {
+        // A history with no id_graph_updates row lands no table: nothing to compare.
+        prop_assume!(!h.ids.is_empty());
         run_history(&h, &l)?;
     }
 }
