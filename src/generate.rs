@@ -18,6 +18,16 @@ pub struct Args {
     /// Trait columns in profile_traits_updates.
     #[arg(long, default_value_t = 8)]
     traits: usize,
+    /// Names of the first trait columns, comma-separated (default: email,
+    /// first_name, plan, age, lifetime_value, is_vip, city, last_seen_at; later
+    /// traits are trait_<k>).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "NAMES",
+        conflicts_with = "case_study"
+    )]
+    trait_names: Vec<String>,
     /// Random seed; the same seed and options give the same rows.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -62,6 +72,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let opts = GenOptions {
         profiles: a.profiles,
         traits: a.traits,
+        trait_names: a.trait_names,
         seed: a.seed,
         updates_per_profile: a.updates_per_profile,
         merge_rate: a.merge_rate,

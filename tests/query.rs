@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{assert_snapshot, bin, run, run_ok};
+use crate::util::{bin, run, run_ok};
 
 const VIEWS: [&str; 3] = ["id_graph", "external_id_mapping", "profile_traits"];
 
@@ -53,55 +53,6 @@ fn query_stdin(args: &[&str], input: &str) -> std::process::Output {
         .write_all(input.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
-}
-
-// ---------------------------------------------------------------------------
-// queries/
-
-#[test]
-fn sample_queries_match_their_snapshots() {
-    let dir = root().join("queries");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= 8,
-        "queries/ holds {} .sql files",
-        files.len()
-    );
-    // One process per file, all at once: the whole set takes about as long as the slowest.
-    std::thread::scope(|s| {
-        let handles: Vec<_> = files
-            .iter()
-            .map(|f| {
-                s.spawn(move || {
-                    let text = std::fs::read_to_string(f).unwrap();
-                    assert!(
-                        text.starts_with("-- "),
-                        "{} must start with a `--` comment saying what it answers",
-                        f.display()
-                    );
-                    let csv = query_ok(&["-f", f.to_str().unwrap(), "--format", "csv"]);
-                    let lines = csv.lines().count();
-                    assert!(
-                        lines >= 2,
-                        "{} returns no rows on data/sample:\n{csv}",
-                        f.display()
-                    );
-                    let name = f.file_stem().unwrap().to_str().unwrap().to_string();
-                    assert_snapshot(&format!("queries/{name}.csv"), &csv);
-                })
-            })
-            .collect();
-        for h in handles {
-            if let Err(e) = h.join() {
-                std::panic::resume_unwind(e);
-            }
-        }
-    });
 }
 
 // ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ mod incremental;
 mod lease;
 mod memory;
 mod model;
+mod pack;
 mod personas;
 mod query;
 mod remote;

@@ -18,6 +18,15 @@ pub enum Command {
     Format(Format),
     /// `\i FILE`: run the statements in a file.
     Include(PathBuf),
+    /// `\run NAME [param=value ...]`: run a query of the pack; `\run` lists them.
+    Run(Option<String>, Vec<(String, String)>),
+    /// `\set`: list the variables; `\set NAME VALUE`: set one.
+    Set(Option<(String, String)>),
+    /// `\unset NAME`: forget a variable.
+    Unset(String),
+    /// `\o FILE`: results to FILE (CSV, JSON, NDJSON or Parquet by its extension);
+    /// `\o`: back to the terminal.
+    Output(Option<PathBuf>),
     /// `\?`: help.
     Help,
     /// `\q`: quit.
@@ -31,6 +40,10 @@ pub const HELP: &str = "\
 \\timing       toggle timing of statements
 \\format F     output format: table, csv, json, ndjson
 \\i FILE       run the SQL statements in FILE
+\\run NAME     run a query of the pack (\\run alone lists them), e.g. \\run person_events profile=sid_1
+\\set N VALUE  set variable N, written :N or $N in SQL (a string or number), :\"N\" for a column name
+\\set          list the variables; \\unset N forgets one
+\\o FILE       write results to FILE (.csv, .json, .ndjson, .parquet); \\o alone: back to the terminal
 \\?            this help
 \\q            quit (or Ctrl-D)
 SQL statements end with ';' and may span lines. Ctrl-C cancels a running query.";
@@ -59,6 +72,23 @@ impl FromStr for Command {
                 need("a format (table, csv, json, ndjson)")?.parse()?,
             )),
             "\\i" => Ok(Command::Include(PathBuf::from(need("a file")?))),
+            "\\run" => {
+                let mut words = arg.split_whitespace();
+                let name = words.next().map(str::to_string);
+                let params = words
+                    .map(super::params::parse_var)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Command::Run(name, params))
+            }
+            "\\set" if arg.is_empty() => Ok(Command::Set(None)),
+            "\\set" => {
+                let (n, v) = arg.split_once(char::is_whitespace).unwrap_or((arg, ""));
+                let (n, v) = super::params::parse_var(&format!("{n}={}", v.trim()))?;
+                Ok(Command::Set(Some((n, v))))
+            }
+            "\\unset" => Ok(Command::Unset(need("a variable name")?.to_string())),
+            "\\o" | "\\out" if arg.is_empty() => Ok(Command::Output(None)),
+            "\\o" | "\\out" => Ok(Command::Output(Some(PathBuf::from(arg)))),
             "\\?" | "\\h" | "\\help" => Ok(Command::Help),
             "\\q" | "\\quit" => Ok(Command::Quit),
             _ => Err(format!("unknown command {name}; \\? lists the commands")),
@@ -82,5 +112,22 @@ mod tests {
         assert!("\\format xml".parse::<Command>().is_err());
         assert!("\\i".parse::<Command>().is_err());
         assert!("\\nope".parse::<Command>().is_err());
+        assert_eq!(
+            "\\run person_events profile=sid_1".parse(),
+            Ok(Command::Run(
+                Some("person_events".into()),
+                vec![("profile".into(), "sid_1".into())]
+            ))
+        );
+        assert_eq!("\\run".parse(), Ok(Command::Run(None, vec![])));
+        assert_eq!(
+            "\\set profile  email:a b".parse(),
+            Ok(Command::Set(Some(("profile".into(), "email:a b".into()))))
+        );
+        assert_eq!("\\o".parse(), Ok(Command::Output(None)));
+        assert_eq!(
+            "\\o out.parquet".parse(),
+            Ok(Command::Output(Some("out.parquet".into())))
+        );
     }
 }

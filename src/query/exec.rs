@@ -10,6 +10,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParserBuilder;
 use futures::StreamExt;
+use psync_core::EngineOptions;
 use psync_core::catalog::Entry;
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
@@ -18,7 +19,11 @@ use tokio::runtime::Runtime;
 
 use super::command::{Command, HELP};
 use super::helper::{ShellHelper, is_complete};
+use super::output::Output;
+use super::params::{self, Vars};
 use super::print::{Format, Printer};
+use super::progress::Progress;
+use super::{pack, urls};
 
 /// The shell's state: the session, what it holds, and display settings.
 pub struct Shell {
@@ -27,6 +32,14 @@ pub struct Shell {
     pub format: Format,
     pub timing: bool,
     pub max_rows: usize,
+    /// Store settings, for the stores of `'s3://...'` paths queried directly.
+    pub engine: EngineOptions,
+    /// `-v` / `\set` variables.
+    pub vars: Vars,
+    /// `\o FILE`: where results go instead of the terminal.
+    pub output: Option<Output>,
+    /// Show a progress line on stderr for statements that run longer than a second.
+    pub progress: bool,
 }
 
 /// What a statement's task sends to the printer.
@@ -38,7 +51,9 @@ enum Msg {
 impl Shell {
     /// Runs every statement of `sql`, stopping at the first failure.
     pub async fn run_sql(&mut self, sql: &str, out: &mut dyn Write) -> anyhow::Result<()> {
-        let statements = DFParserBuilder::new(sql)
+        let sql = params::substitute(sql, &self.vars).map_err(|m| anyhow!("{m}"))?;
+        urls::register_stores(&self.ctx, &sql, &self.engine);
+        let statements = DFParserBuilder::new(sql.as_str())
             .build()
             .and_then(|mut p| p.parse_statements())
             .map_err(|e| anyhow!("{}", psync_lake_io::root_message(&e)))?;
@@ -57,12 +72,18 @@ impl Shell {
     ) -> anyhow::Result<()> {
         let started = Instant::now();
         let ctx = self.ctx.clone();
+        let progress = self.progress.then(Progress::new);
+        let scanned = progress.as_ref().map(Progress::counters);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(4);
         let mut task = AbortOnDrop(tokio::spawn(async move {
             let state = ctx.state();
             let plan = state.statement_to_plan(statement).await?;
             let df = ctx.execute_logical_plan(plan).await?;
-            let mut stream = df.execute_stream().await?;
+            let physical = df.create_physical_plan().await?;
+            if let Some(scanned) = scanned {
+                scanned.watch(&physical);
+            }
+            let mut stream = datafusion::physical_plan::execute_stream(physical, ctx.task_ctx())?;
             let _ = tx.send(Msg::Schema(stream.schema())).await;
             while let Some(batch) = stream.next().await {
                 if tx.send(Msg::Batch(batch?)).await.is_err() {
@@ -71,36 +92,100 @@ impl Shell {
             }
             Ok::<_, datafusion::error::DataFusionError>(())
         }));
-        let mut printer = Printer::new(self.format, self.max_rows);
-        let mut schema = None;
-        let mut write_error = None;
-        while let Some(msg) = rx.recv().await {
-            match msg {
-                Msg::Schema(s) => schema = Some(s),
-                Msg::Batch(b) => {
-                    if let Err(e) = printer.batch(out, &b) {
-                        write_error = Some(e);
-                        break;
-                    }
-                }
-            }
+        let ticker = progress.as_ref().map(|p| p.start(started));
+        let result = self.receive(&mut rx, out, progress.as_ref()).await;
+        if let Some(t) = ticker {
+            t.stop();
         }
         drop(rx);
-        if let Some(e) = write_error {
-            return Err(e); // drops (aborts) the task
-        }
+        let (schema, rows, printer) = result?; // an error drops (aborts) the task
         match (&mut task.0).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => bail!("{}", psync_lake_io::root_message(&e)),
+            Ok(Err(e)) => bail!("{}", friendly(&psync_lake_io::root_message(&e))),
             Err(e) if e.is_panic() => {
                 bail!("internal error (this is a bug, please report it): {e}")
             }
             Err(e) => bail!("{e}"),
         }
-        if let Some(schema) = schema {
-            printer.finish(out, &schema, started.elapsed(), self.timing)?;
+        let Some(schema) = schema else {
+            return Ok(());
+        };
+        match &mut self.output {
+            None => printer.finish(out, &schema, started.elapsed(), self.timing),
+            Some(o) => {
+                o.end(&schema, started.elapsed())?;
+                let noun = if rows == 1 { "row" } else { "rows" };
+                writeln!(out, "{rows} {noun} written to {}", o.path().display())?;
+                Ok(())
+            }
         }
-        Ok(())
+    }
+
+    /// Takes the statement's messages: prints them, or writes them to the `\o` file.
+    async fn receive(
+        &mut self,
+        rx: &mut tokio::sync::mpsc::Receiver<Msg>,
+        out: &mut dyn Write,
+        progress: Option<&Progress>,
+    ) -> anyhow::Result<(Option<SchemaRef>, usize, Printer)> {
+        let mut printer = Printer::new(self.format, self.max_rows);
+        let mut schema = None;
+        let mut rows = 0;
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Msg::Schema(s) => {
+                    if let Some(o) = &mut self.output {
+                        o.begin(&s)?;
+                    }
+                    schema = Some(s);
+                }
+                Msg::Batch(b) => {
+                    rows += b.num_rows();
+                    match &mut self.output {
+                        Some(o) => o.batch(&b)?,
+                        None => {
+                            // Rows the progress line must not cut into.
+                            if let Some(p) = progress.filter(|_| printer.prints_now()) {
+                                p.quiet();
+                            }
+                            printer.batch(out, &b)?
+                        }
+                    }
+                }
+            }
+        }
+        Ok((schema, rows, printer))
+    }
+
+    /// Runs a query of the pack with `params` set for it (on top of `-v`/`\set`).
+    pub async fn run_pack(
+        &mut self,
+        name: &str,
+        params: &[(String, String)],
+        out: &mut dyn Write,
+    ) -> anyhow::Result<()> {
+        let query = pack::find(name).map_err(|e| anyhow!(e))?;
+        let saved = self.vars.clone();
+        self.vars.extend(params.iter().cloned());
+        if let Some(m) = params::referenced(query.sql)
+            .into_iter()
+            .find(|n| !self.vars.contains_key(n))
+        {
+            self.vars = saved;
+            let what = query
+                .params()
+                .into_iter()
+                .find(|(n, _)| *n == m)
+                .map_or(String::new(), |(_, w)| format!(" ({w})"));
+            bail!(
+                "query {} needs the parameter '{m}'{what}: give it with -v {m}=VALUE or \\run {} {m}=VALUE",
+                query.name,
+                query.name
+            );
+        }
+        let result = self.run_sql(query.sql, out).await;
+        self.vars = saved;
+        result.with_context(|| format!("query {}", query.name))
     }
 
     /// Runs the statements of a file.
@@ -154,7 +239,28 @@ impl Shell {
                 writeln!(out, "output format is {f:?}")?;
             }
             Command::Include(path) => self.run_file(&path, out).await?,
-            Command::Help => writeln!(out, "{HELP}")?,
+            Command::Run(None, _) => write!(out, "{}", pack::listing())?,
+            Command::Run(Some(name), params) => self.run_pack(&name, &params, out).await?,
+            Command::Set(None) => {
+                for (n, v) in &self.vars {
+                    writeln!(out, "{n} = {v}")?;
+                }
+            }
+            Command::Set(Some((n, v))) => {
+                self.vars.insert(n, v);
+            }
+            Command::Unset(n) => {
+                self.vars.remove(&n);
+            }
+            Command::Output(path) => {
+                if let Some(previous) = self.output.take() {
+                    previous.close()?;
+                }
+                if let Some(path) = path {
+                    self.output = Some(Output::create(&path)?);
+                }
+            }
+            Command::Help => writeln!(out, "{HELP}\n\n{}", pack::listing())?,
             Command::Quit => return Ok(false),
         }
         Ok(true)
@@ -172,6 +278,17 @@ impl Shell {
     }
 }
 
+/// DataFusion's "table 'datafusion.public.tracks' not found", said of this lake.
+fn friendly(message: &str) -> String {
+    if let Some((_, rest)) = message.split_once("table '")
+        && let Some((name, _)) = rest.split_once("' not found")
+    {
+        let name = name.rsplit('.').next().unwrap_or(name);
+        return format!("this lake has no table '{name}' (\\d lists the tables it has)");
+    }
+    message.to_string()
+}
+
 /// A statement's task, aborted when dropped: when Ctrl-C drops the statement's
 /// future, the query must stop too instead of running on in the background.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -182,17 +299,19 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Script mode: the `-c` statements, then the `-f` files, or a piped stdin.
+/// Script mode: the `-c` statements, the `--run` pack queries, then the `-f`
+/// files, or a piped stdin.
 pub fn run_script(
     rt: &Runtime,
     shell: &mut Shell,
     commands: &[String],
+    runs: &[String],
     files: &[PathBuf],
 ) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     rt.block_on(async {
-        if commands.is_empty() && files.is_empty() {
+        if commands.is_empty() && runs.is_empty() && files.is_empty() {
             let mut sql = String::new();
             std::io::stdin()
                 .read_to_string(&mut sql)
@@ -201,6 +320,13 @@ pub fn run_script(
         }
         for c in commands {
             run_lines(shell, c, &mut out).await?;
+        }
+        for name in runs {
+            if name == "list" {
+                write!(out, "{}", pack::listing())?;
+            } else {
+                shell.run_pack(name, &[], &mut out).await?;
+            }
         }
         for f in files {
             shell.run_file(f, &mut out).await?;

@@ -1,17 +1,30 @@
 //! `psync-lake query`: an SQL shell over the landed tables and the views.
 //!
 //! ```text
-//! exec     statements from -c / -f / stdin / the prompt, one task per statement
-//! command  backslash commands (\d, \timing, \format, \i, \?, \q)
+//! exec     statements from -c / --run / -f / stdin / the prompt, one task per statement
+//! command  backslash commands (\d, \timing, \format, \i, \run, \set, \o, \?, \q)
+//! params   -v / \set variables, written :name, $name, :"name" in SQL
+//! pack     the query pack: queries/*.sql built into the binary
 //! helper   rustyline: statements end at ';', Tab completes names
 //! print    table / csv / json / ndjson to any io::Write
+//! stream_table  a table printed as its rows arrive, for long results
+//! output   \o FILE: results to .csv / .json / .ndjson / .txt / .parquet
+//! urls     'path/or/s3/glob.parquet' as a table: the stores of such paths
+//! progress the line on stderr of a statement running longer than a second
 //! ```
 
 mod command;
 mod exec;
 mod helper;
+mod output;
+mod pack;
+mod params;
 mod print;
+mod progress;
+mod stream_table;
+mod urls;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -38,6 +51,14 @@ pub struct Args {
     /// A file of SQL statements to run (repeatable), then exit.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     files: Vec<PathBuf>,
+    /// A query of the pack to run by name (repeatable; after -c, before -f), then
+    /// exit. `--run list` (or `\run` in the shell) lists them.
+    #[arg(long = "run", value_name = "NAME")]
+    runs: Vec<String>,
+    /// Set a variable, written :NAME or $NAME in SQL (a string, or a number when
+    /// the value is one) and :"NAME" for a column name (repeatable).
+    #[arg(short = 'v', long = "var", value_name = "NAME=VALUE", value_parser = params::parse_var)]
+    vars: Vec<(String, String)>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
@@ -65,7 +86,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ..Default::default()
     };
     let rt = crate::engine::runtime(&engine)?;
-    let ctx = new_context(&engine)?;
+    // URL tables: `SELECT * FROM 'data/x/*.parquet'` reads files by path.
+    let ctx = new_context(&engine)?.enable_url_table();
     let (lake, published) = rt.block_on(async {
         let source = locate(&ctx, &a.source, &engine)?;
         let lake = Lake::open_at(&ctx.state(), source, &a.source_at.at()).await?;
@@ -76,16 +98,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Ok::<_, psync_lake_io::LakeError>((lake, published))
     })?;
     let entries = psync_core::catalog::register(&ctx, Arc::new(lake), published.as_ref())?;
+    let interactive = exec::interactive(&a.commands, &a.files) && a.runs.is_empty();
     let mut shell = Shell {
         ctx,
         entries,
         format: a.format,
         timing: false,
         max_rows: a.max_rows.max(1),
+        engine,
+        vars: a.vars.into_iter().collect(),
+        output: None,
+        progress: interactive && std::io::stderr().is_terminal(),
     };
-    if exec::interactive(&a.commands, &a.files) {
+    let result = if interactive {
         exec::run_interactive(&rt, &mut shell)
     } else {
-        exec::run_script(&rt, &mut shell, &a.commands, &a.files)
-    }
+        exec::run_script(&rt, &mut shell, &a.commands, &a.runs, &a.files)
+    };
+    let closed = shell.output.take().map_or(Ok(()), output::Output::close);
+    result.and(closed)
 }

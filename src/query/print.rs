@@ -2,13 +2,19 @@
 //! and elapsed time, truncated past `max_rows`), CSV, a JSON array, or NDJSON.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::json::{ArrayWriter, LineDelimitedWriter};
 use datafusion::arrow::util::pretty::pretty_format_batches;
+
+use super::stream_table::StreamingTable;
+
+/// A table whose rows still arrive this long after its statement started is
+/// printed as they come (see [`StreamingTable`]).
+const STREAM_AFTER: Duration = Duration::from_secs(1);
 
 /// Output formats of `query`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,6 +48,9 @@ pub struct Printer {
     total_rows: usize,
     csv_header_written: bool,
     json: Option<ArrayWriter<Vec<u8>>>,
+    started: Instant,
+    stream_after: Duration,
+    streaming: Option<StreamingTable>,
 }
 
 impl Printer {
@@ -55,7 +64,27 @@ impl Printer {
             total_rows: 0,
             csv_header_written: false,
             json: None,
+            started: Instant::now(),
+            stream_after: STREAM_AFTER,
+            streaming: None,
         }
+    }
+
+    /// A printer whose table streams once `after` has passed (for tests).
+    #[cfg(test)]
+    fn streaming_after(format: Format, max_rows: usize, after: Duration) -> Self {
+        Printer {
+            stream_after: after,
+            ..Printer::new(format, max_rows)
+        }
+    }
+
+    /// Whether the next batch goes to the output at once (a buffered table's
+    /// rows wait for the end, or for [`STREAM_AFTER`]).
+    pub fn prints_now(&self) -> bool {
+        self.format != Format::Table
+            || self.streaming.is_some()
+            || self.started.elapsed() >= self.stream_after
     }
 
     /// Writes (or, for tables, keeps) one batch.
@@ -64,10 +93,17 @@ impl Printer {
         match self.format {
             Format::Table => {
                 let room = self.max_rows.saturating_sub(self.kept_rows);
-                if room > 0 {
-                    let take = room.min(batch.num_rows());
+                let take = room.min(batch.num_rows());
+                if let Some(table) = &self.streaming {
+                    table.rows(out, batch, take)?;
+                    self.kept_rows += take;
+                } else if take > 0 {
                     self.kept.push(batch.slice(0, take));
                     self.kept_rows += take;
+                    if self.started.elapsed() >= self.stream_after {
+                        let kept = std::mem::take(&mut self.kept);
+                        self.streaming = Some(StreamingTable::start(out, &batch.schema(), &kept)?);
+                    }
                 }
             }
             Format::Csv => {
@@ -105,11 +141,15 @@ impl Printer {
     ) -> anyhow::Result<()> {
         match self.format {
             Format::Table => {
-                if self.kept.is_empty() {
-                    self.kept.push(RecordBatch::new_empty(schema.clone()));
-                }
-                if !schema.fields().is_empty() {
-                    writeln!(out, "{}", pretty_format_batches(&self.kept)?)?;
+                if let Some(table) = &self.streaming {
+                    table.end(out)?;
+                } else {
+                    if self.kept.is_empty() {
+                        self.kept.push(RecordBatch::new_empty(schema.clone()));
+                    }
+                    if !schema.fields().is_empty() {
+                        writeln!(out, "{}", pretty_format_batches(&self.kept)?)?;
+                    }
                 }
                 let noun = if self.total_rows == 1 { "row" } else { "rows" };
                 let shown = if self.total_rows > self.kept_rows {
@@ -201,5 +241,22 @@ mod tests {
         let t = render(Format::Table, 3);
         assert!(t.contains("| a  | 1 |"), "{t}");
         assert!(t.contains("4 rows (showing the first 3"), "{t}");
+    }
+
+    #[test]
+    fn a_slow_table_streams_and_looks_like_a_buffered_one() {
+        let b = batch();
+        let mut out = vec![];
+        let mut p = Printer::streaming_after(Format::Table, 3, Duration::ZERO);
+        p.batch(&mut out, &b).unwrap();
+        // The first batch is out before the statement ends.
+        let first = String::from_utf8(out.clone()).unwrap();
+        assert!(first.contains("| a  | 1 |"), "{first}");
+        p.batch(&mut out, &b).unwrap();
+        p.finish(&mut out, &b.schema(), Duration::from_millis(5), false)
+            .unwrap();
+        let streamed = String::from_utf8(out).unwrap();
+        let buffered = render(Format::Table, 3);
+        assert_eq!(streamed, buffered);
     }
 }

@@ -11,6 +11,7 @@
 //!                       <space>.users, ... (published under <dest>/<space>/, or on demand)
 //! resolved('<table>')  ─► an event table joined with `id_graph` (table function)
 //! merge_tree('ID'), identifiers('ID'), trait_sources('ID') ─► `explain`'s sections
+//! trait_completeness()  ─► every trait of profile_traits: how many profiles have one
 //! ```
 
 use std::fmt;
@@ -110,6 +111,7 @@ pub fn register(
         Arc::new(ResolvedFunction::new(Arc::clone(&lake))),
     );
     crate::explain::register(ctx, &lake);
+    crate::completeness::register(ctx);
     Ok(entries)
 }
 

@@ -19,6 +19,7 @@
 
 pub mod blame;
 pub mod catalog;
+pub mod completeness;
 pub mod error;
 pub mod explain;
 pub mod extras;

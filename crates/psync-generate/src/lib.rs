@@ -44,6 +44,9 @@ pub struct GenOptions {
     pub profiles: usize,
     /// Trait columns in `profile_traits_updates`.
     pub traits: usize,
+    /// Names of the first trait columns, instead of `email`, `first_name`, ...
+    /// (later ones are `trait_<k>`): a lake whose traits are not the sample's.
+    pub trait_names: Vec<String>,
     /// Random seed.
     pub seed: u64,
     /// Average trait updates per profile.
@@ -70,6 +73,7 @@ impl Default for GenOptions {
         GenOptions {
             profiles: 1000,
             traits: 8,
+            trait_names: vec![],
             seed: 1,
             updates_per_profile: 4.0,
             merge_rate: 0.15,
@@ -117,7 +121,13 @@ fn trait_col(k: usize) -> Col {
     }
 }
 
-fn trait_name(k: usize) -> String {
+fn trait_name(k: usize, names: &[String]) -> String {
+    if !names.is_empty() {
+        return names
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| format!("trait_{k}"));
+    }
     TRAIT_NAMES
         .get(k)
         .map_or_else(|| format!("trait_{k}"), |s| s.to_string())
@@ -432,7 +442,7 @@ pub fn generate(dest: &Path, opts: &GenOptions) -> Result<GenSummary, GenError> 
         t("uuid_ts"),
         s("context_library_name"),
     ];
-    trait_cols.extend((0..opts.traits).map(|k| (trait_name(k), trait_col(k))));
+    trait_cols.extend((0..opts.traits).map(|k| (trait_name(k, &opts.trait_names), trait_col(k))));
     let traits = TableBuf::new(dest, "profile_traits_updates", trait_cols, rpf, up, ss);
     let identifies = opts.events.then(|| {
         TableBuf::new(
