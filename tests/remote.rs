@@ -415,6 +415,21 @@ pub(crate) fn views_equal_local_views(remote: &Remote) {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n300\nn\n344\n");
+    // Files on the store queried by path (a folder: every file under it), with
+    // the same store settings; a glob, which only local paths expand, says so.
+    let folder = remote.url(&format!("{prefix}/id_graph_updates/"));
+    let query =
+        |sql: String| remote.run(&["query", "--source", &src, "--format", "csv", "-c", &sql]);
+    let out = query(format!("SELECT count(*) AS n FROM '{folder}'"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n344\n");
+    let out = query(format!("SELECT count(*) AS n FROM '{folder}**/*.parquet'"));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("globs work in local paths only"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Another run's lock on `remote` stops a run before it writes anything but the

@@ -52,7 +52,7 @@ impl Shell {
     /// Runs every statement of `sql`, stopping at the first failure.
     pub async fn run_sql(&mut self, sql: &str, out: &mut dyn Write) -> anyhow::Result<()> {
         let sql = params::substitute(sql, &self.vars).map_err(|m| anyhow!("{m}"))?;
-        urls::register_stores(&self.ctx, &sql, &self.engine);
+        urls::register_stores(&self.ctx, &sql, &self.engine)?;
         let statements = DFParserBuilder::new(sql.as_str())
             .build()
             .and_then(|mut p| p.parse_statements())

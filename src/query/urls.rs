@@ -14,15 +14,29 @@ const REMOTE: &[&str] = &[
 /// Registers the store of every remote path among the string literals of `sql`.
 /// A literal that is no usable location is left alone: it may be any string,
 /// and a query that reads it as a table reports the path itself.
-pub fn register_stores(ctx: &SessionContext, sql: &str, engine: &EngineOptions) {
+///
+/// DataFusion expands globs in local paths only, so a remote path with a glob is
+/// an error that says what to write instead.
+pub fn register_stores(
+    ctx: &SessionContext,
+    sql: &str,
+    engine: &EngineOptions,
+) -> anyhow::Result<()> {
     for literal in literals(sql) {
         let lower = literal.to_ascii_lowercase();
-        if REMOTE.iter().any(|s| lower.starts_with(s))
-            && let Err(e) = locate(ctx, &literal, engine)
-        {
+        if !REMOTE.iter().any(|s| lower.starts_with(s)) {
+            continue;
+        }
+        if literal.contains(['*', '?', '[']) {
+            anyhow::bail!(
+                "'{literal}': globs work in local paths only; on a store, name a file or a folder ending in / (every file under it is read)"
+            );
+        }
+        if let Err(e) = locate(ctx, &literal, engine) {
             tracing::debug!("'{literal}' is not a location: {e}");
         }
     }
+    Ok(())
 }
 
 /// The single-quoted string literals of `sql`, unescaped.
