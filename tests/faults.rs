@@ -314,6 +314,7 @@ pub(crate) fn options(source: &str, dest: &str, stale_lock_after: Duration) -> M
     MaterializeOptions {
         health: true,
         source_at: Default::default(),
+        format: Default::default(),
         source: source.to_string(),
         dest: dest.to_string(),
         views: View::ALL.to_vec(),

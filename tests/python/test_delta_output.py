@@ -1,0 +1,170 @@
+"""Delta output (issue 14 point 4, `materialize --format delta`): every view is a Delta
+table that the Python `deltalake` package and Polars read as exactly the Parquet
+output's rows; each run commits one version per view, `_psync/views.json` names the
+versions of one consistent snapshot (time travel to them gives one run's views); a
+run SIGKILLed at any moment leaves every view readable at a whole version. DuckDB's
+`delta` extension is tried too (it needs a download: skipped when offline)."""
+
+import json
+import random
+import signal
+import subprocess
+import time
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+
+from test_readers import ROOT, VIEWS, binary
+
+KILLS = 10
+
+
+def run(*args):
+    p = subprocess.run([binary(), *map(str, args)], capture_output=True, text=True)
+    assert p.returncode == 0, f"psync-lake {' '.join(map(str, args))} failed:\n{p.stderr}"
+    return p
+
+
+def materialize(source, dest, *extra):
+    return run("materialize", "--source", source, "--dest", dest, "--quiet", *extra)
+
+
+def rows(t: pa.Table):
+    """The rows of `t`, columns in name order, sorted: equal for equal views."""
+    t = t.select(sorted(t.column_names))
+    return sorted((tuple(r.values()) for r in t.to_pylist()), key=repr)
+
+
+def parquet_views(dest):
+    return {v: rows(pq.read_table(dest / v)) for v in VIEWS}
+
+
+def delta_views(dest, versions=None):
+    """Every view read by `deltalake` (at `versions[view]` when given)."""
+    out = {}
+    for v in VIEWS:
+        version = None if versions is None else versions[v]
+        out[v] = rows(DeltaTable(str(dest / v), version=version).to_pyarrow_table())
+    return out
+
+
+def named_versions(dest):
+    names = json.loads((dest / "_psync" / "views.json").read_text())
+    return {v: names["views"][v]["version"] for v in VIEWS}
+
+
+@pytest.fixture(scope="module")
+def lakes(tmp_path_factory):
+    """Two lakes whose views differ in every view, and each one's Parquet views."""
+    base = tmp_path_factory.mktemp("delta_out")
+    out = {}
+    for name, profiles in (("a", 3000), ("b", 4000)):
+        lake = base / f"lake_{name}"
+        run("generate", "--dest", lake, "--profiles", profiles, "--traits", "12", "--seed", "5",
+            "--rows-per-file", "2000")
+        views = base / f"views_{name}"
+        materialize(lake, views)
+        out[name] = (lake, parquet_views(views))
+    assert all(out["a"][1][v] != out["b"][1][v] for v in VIEWS)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """The sample lake published as Parquet and as Delta."""
+    base = tmp_path_factory.mktemp("delta_sample")
+    materialize(ROOT / "data" / "sample", base / "parquet")
+    materialize(ROOT / "data" / "sample", base / "delta", "--format", "delta")
+    return base / "parquet", base / "delta"
+
+
+def test_deltalake_reads_every_view_as_the_parquet_output(sample):
+    parquet, delta = sample
+    expected = parquet_views(parquet)
+    assert all(expected[v] for v in VIEWS)
+    assert delta_views(delta) == expected
+    for v in VIEWS:
+        dt = DeltaTable(str(delta / v))
+        assert dt.version() == 0
+        assert len(dt.file_uris()) == 1
+    # The Personas views are tables too.
+    for table in (delta / "personas_default").iterdir():
+        assert rows(DeltaTable(str(table)).to_pyarrow_table()) == rows(
+            pq.read_table(parquet / "personas_default" / table.name))
+
+
+def test_polars_reads_every_view_as_the_parquet_output(sample):
+    parquet, delta = sample
+    for v in VIEWS:
+        ours = pl.read_delta(str(delta / v))
+        theirs = pl.read_parquet(str(parquet / v / f"{v}.parquet"))
+        assert ours.height == theirs.height > 0
+        assert rows(ours.to_arrow()) == rows(theirs.to_arrow()), v
+        lazy = pl.scan_delta(str(delta / v)).collect()
+        assert lazy.height == theirs.height
+
+
+def test_duckdb_delta_scan(sample):
+    parquet, delta = sample
+    con = duckdb.connect()
+    try:
+        con.sql("INSTALL delta")
+        con.sql("LOAD delta")
+    except duckdb.Error as e:
+        pytest.skip(f"DuckDB's delta extension cannot be installed here (offline?): {e}")
+    for v in VIEWS:
+        t = con.sql(f"SELECT * FROM delta_scan('{delta / v}')").arrow()
+        if not hasattr(t, "to_pylist"):
+            t = t.read_all()
+        assert rows(t) == parquet_views(parquet)[v], v
+
+
+def test_versions_time_travel_to_each_runs_views(lakes, tmp_path):
+    dest = tmp_path / "dest"
+    materialize(lakes["a"][0], dest, "--format", "delta")
+    assert named_versions(dest) == {v: 0 for v in VIEWS}
+    materialize(lakes["b"][0], dest, "--format", "delta")
+    versions = named_versions(dest)
+    assert versions == {v: 1 for v in VIEWS}
+    record = json.loads((dest / "_psync" / "last_run.json").read_text())
+    assert {r["view"]: r["delta_version"] for r in record["views"] if r["view"] in VIEWS} == versions
+    assert delta_views(dest) == lakes["b"][1]
+    assert delta_views(dest, versions) == lakes["b"][1]
+    assert delta_views(dest, {v: 0 for v in VIEWS}) == lakes["a"][1]
+    for v in VIEWS:
+        old = pl.read_delta(str(dest / v), version=0)
+        assert rows(old.to_arrow()) == lakes["a"][1][v]
+    # An incremental run over a Delta destination rewrites every view as a new version.
+    materialize(lakes["a"][0], dest, "--format", "delta", "--mode", "incremental")
+    assert named_versions(dest) == {v: 2 for v in VIEWS}
+    assert delta_views(dest) == lakes["a"][1]
+
+
+def test_sigkill_leaves_every_view_at_a_whole_version(lakes, tmp_path):
+    dest = tmp_path / "dest"
+    materialize(lakes["a"][0], dest, "--format", "delta")
+    rng = random.Random(17)
+    current = "a"
+    for i in range(KILLS):
+        target = "b" if current == "a" else "a"
+        args = ["materialize", "--source", lakes[target][0], "--dest", dest, "--quiet", "--format", "delta"]
+        p = subprocess.Popen([binary(), *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, 1.5))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        # The latest version of each view is one run's whole view...
+        latest = delta_views(dest)
+        for v in VIEWS:
+            assert latest[v] in (lakes["a"][1][v], lakes["b"][1][v]), f"kill {i}: {v} is neither whole view"
+        # ... and the versions views.json names are one run's views, all of them.
+        named = delta_views(dest, named_versions(dest))
+        assert named in (lakes["a"][1], lakes["b"][1]), f"kill {i}: views.json names a mixed set"
+        # The next run takes over the killed run's lease and completes the set.
+        materialize(lakes[target][0], dest, "--format", "delta")
+        assert delta_views(dest) == lakes[target][1]
+        assert delta_views(dest, named_versions(dest)) == lakes[target][1]
+        current = target
