@@ -20,7 +20,10 @@ from deltalake import DeltaTable
 
 from test_readers import ROOT, VIEWS, binary
 
-KILLS = 10
+KILLS = 16
+# When in a run (as a share of an uninterrupted run's time) to kill it: the commits,
+# one per view, come in its last tenth or so.
+KILL_SHARES = [(0.1, 0.8), (0.8, 0.95), (0.85, 1.0), (0.9, 1.05)]
 
 
 def run(*args):
@@ -145,21 +148,30 @@ def test_versions_time_travel_to_each_runs_views(lakes, tmp_path):
 
 
 def test_sigkill_leaves_every_view_at_a_whole_version(lakes, tmp_path):
+    """SIGKILLs runs at random moments of their run (shares of an uninterrupted run's
+    time, most late: the commits come last): after each kill the latest version of
+    every view is one run's whole view, and the versions views.json names are one
+    run's views, all of them; the next run completes the set."""
     dest = tmp_path / "dest"
     materialize(lakes["a"][0], dest, "--format", "delta")
+    started = time.monotonic()
+    materialize(lakes["b"][0], tmp_path / "probe", "--format", "delta")
+    seconds = time.monotonic() - started
     rng = random.Random(17)
-    current = "a"
+    current, hits, mixed = "a", 0, 0
     for i in range(KILLS):
         target = "b" if current == "a" else "a"
         args = ["materialize", "--source", lakes[target][0], "--dest", dest, "--quiet", "--format", "delta"]
         p = subprocess.Popen([binary(), *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.05, 1.5))
+        low, high = KILL_SHARES[i % len(KILL_SHARES)]
+        time.sleep(rng.uniform(low, high) * seconds)
         p.send_signal(signal.SIGKILL)
-        p.wait()
+        hits += p.wait() == -signal.SIGKILL
         # The latest version of each view is one run's whole view...
         latest = delta_views(dest)
         for v in VIEWS:
             assert latest[v] in (lakes["a"][1][v], lakes["b"][1][v]), f"kill {i}: {v} is neither whole view"
+        mixed += latest not in (lakes["a"][1], lakes["b"][1])
         # ... and the versions views.json names are one run's views, all of them.
         named = delta_views(dest, named_versions(dest))
         assert named in (lakes["a"][1], lakes["b"][1]), f"kill {i}: views.json names a mixed set"
@@ -168,3 +180,6 @@ def test_sigkill_leaves_every_view_at_a_whole_version(lakes, tmp_path):
         assert delta_views(dest) == lakes[target][1]
         assert delta_views(dest, named_versions(dest)) == lakes[target][1]
         current = target
+    # Kills after a run ended test nothing: enough of them must hit a running run.
+    assert hits >= KILLS // 2, f"only {hits} of {KILLS} kills hit a running run"
+    print(f"{hits} kills hit a running run; {mixed} left the latest versions from two runs")

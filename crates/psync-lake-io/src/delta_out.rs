@@ -149,7 +149,9 @@ pub async fn check_overwrite(location: &Location, table: &Path, schema: &Schema)
         Ok(snapshot.schema())
     })
     .await?;
-    added_columns(&old, &new).map(|_| ()).map_err(|message| delta_err(location, table, message))
+    added_columns(&old, &new)
+        .map(|_| ())
+        .map_err(|message| delta_err(location, table, message))
 }
 
 /// Commits a new version of the table at `table` whose only live file is `file`
@@ -188,11 +190,10 @@ pub async fn commit_overwrite(
             let snapshot = Snapshot::builder_for(root.as_str())
                 .build(engine)
                 .map_err(describe)?;
-            let mut builder = snapshot.clone().update_table(
-                UpdateTableOperation::Write,
-                ENGINE_INFO,
-                true,
-            );
+            let mut builder =
+                snapshot
+                    .clone()
+                    .update_table(UpdateTableOperation::Write, ENGINE_INFO, true);
             for field in added_columns(&snapshot.schema(), &new)? {
                 builder = builder.add_column(field);
             }
@@ -226,7 +227,10 @@ pub async fn commit_overwrite(
 /// The columns of `new` that `old` lacks; an error naming the column when a column
 /// of `old` is missing from `new` or has another type there (the kernel commits
 /// added columns with data, nothing else).
-fn added_columns(old: &StructType, new: &StructType) -> std::result::Result<Vec<StructField>, String> {
+fn added_columns(
+    old: &StructType,
+    new: &StructType,
+) -> std::result::Result<Vec<StructField>, String> {
     let remedy = "a new version can only add columns; publish into a new --dest, or remove the table's folder to start it anew";
     for field in old.fields() {
         match new.field(field.name()) {
@@ -281,9 +285,10 @@ fn committed_version<S>(result: CommitResult<S>) -> std::result::Result<u64, Str
             "version {} was committed by another writer meanwhile; nothing of this run was committed to this table",
             c.conflict_version()
         )),
-        CommitResult::Retryable(_) => {
-            Err("the commit failed on a transient store error; nothing was committed to this table".into())
-        }
+        CommitResult::Retryable(_) => Err(
+            "the commit failed on a transient store error; nothing was committed to this table"
+                .into(),
+        ),
     }
 }
 
@@ -365,8 +370,16 @@ mod tests {
         assert_eq!(added[0].name(), "c");
         assert!(added[0].is_nullable());
         let fewer = schema(&[("a", DataType::Utf8)]);
-        assert!(added_columns(&old, &fewer).unwrap_err().contains("column 'b'"));
+        assert!(
+            added_columns(&old, &fewer)
+                .unwrap_err()
+                .contains("column 'b'")
+        );
         let retyped = schema(&[("a", DataType::Utf8), ("b", DataType::Utf8)]);
-        assert!(added_columns(&old, &retyped).unwrap_err().contains("column 'b' was"));
+        assert!(
+            added_columns(&old, &retyped)
+                .unwrap_err()
+                .contains("column 'b' was")
+        );
     }
 }
