@@ -178,3 +178,69 @@ fn delta_output_refuses_a_destination_of_the_other_format() {
     );
     assert_eq!(delta_rows(&delta)["id_graph"], before);
 }
+
+/// A run whose commit of one view fails (the store refuses the put of its log
+/// entry) leaves the views it committed before at their new version, that view and
+/// the ones after it at the previous one, and `_psync/views.json` naming the
+/// previous complete set; the next run completes the set.
+#[test]
+fn delta_output_a_failed_commit_leaves_views_json_at_the_last_complete_set() {
+    use crate::faults::{Fault, faulty, options, plain, runtime};
+    use psync_core::publish::OutputFormat;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("delta");
+    materialize_ok(&sample(), &dest, &["--quiet", "--format", "delta"]);
+    let first = json(&dest.join("_psync/views.json"));
+    let rows = delta_rows(&dest);
+    let data_files = |view: &str| {
+        std::fs::read_dir(dest.join(view))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".parquet")
+            })
+            .count()
+    };
+
+    let mut opts = options(
+        sample().to_str().unwrap(),
+        dest.to_str().unwrap(),
+        std::time::Duration::from_secs(60),
+    );
+    opts.format = OutputFormat::Delta;
+    let rt = runtime();
+    let failing = faulty(
+        &plain(&dest),
+        Fault::FailPutAt("profile_traits/_delta_log/".into()),
+    );
+    let err = rt
+        .block_on(psync_core::materialize::materialize_at(
+            &opts,
+            plain(&sample()),
+            failing,
+            &psync_core::materialize::NoProgress,
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("profile_traits"), "{err}");
+    let log = |view: &str, v: u64| dest.join(view).join(format!("_delta_log/{v:020}.json"));
+    // Committed in order: id_graph, external_id_mapping, then profile_traits failed.
+    assert!(log("id_graph", 1).exists());
+    assert!(log("external_id_mapping", 1).exists());
+    assert!(!log("profile_traits", 1).exists());
+    // The file whose commit failed stays (the put of its commit may have landed for
+    // all the run knows): no version names it, no reader sees it.
+    assert_eq!(data_files("profile_traits"), 2);
+    assert_eq!(json(&dest.join("_psync/views.json")), first);
+    assert_eq!(delta_rows(&dest), rows);
+
+    materialize_ok(&sample(), &dest, &["--quiet", "--format", "delta"]);
+    let names = json(&dest.join("_psync/views.json"));
+    assert_eq!(names["views"]["id_graph"]["version"], 2);
+    assert_eq!(names["views"]["profile_traits"]["version"], 1);
+    assert_eq!(delta_rows(&dest), rows);
+}
