@@ -6,6 +6,7 @@ run SIGKILLed at any moment leaves every view readable at a whole version. DuckD
 `delta` extension is tried too (it needs a download: skipped when offline)."""
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -183,3 +184,26 @@ def test_sigkill_leaves_every_view_at_a_whole_version(lakes, tmp_path):
     # Kills after a run ended test nothing: enough of them must hit a running run.
     assert hits >= KILLS // 2, f"only {hits} of {KILLS} kills hit a running run"
     print(f"{hits} kills hit a running run; {mixed} left the latest versions from two runs")
+
+
+def test_s3_delta_output_read_by_deltalake(sample, tmp_path):
+    """Delta output on S3 (the S3 server `.ci/run` starts): two runs, versions 0 and
+    1, read by `deltalake` over S3 as the Parquet output."""
+    from test_crash import s3_env
+
+    env, _ = s3_env()
+    prefix = f"psync-test/delta-out-{os.getpid()}-{time.time_ns()}"
+    args = ["materialize", "--source", str(ROOT / "data" / "sample"), "--dest", f"s3://{prefix}", "--quiet",
+            "--format", "delta"]
+    for _ in range(2):
+        subprocess.run([binary(), *args], check=True, env=env, capture_output=True)
+    options = {"AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"], "AWS_ACCESS_KEY_ID": "test",
+               "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+    parquet, _ = sample
+    expected = parquet_views(parquet)
+    for v in VIEWS:
+        dt = DeltaTable(f"s3://{prefix}/{v}", storage_options=options)
+        assert dt.version() == 1
+        assert rows(dt.to_pyarrow_table()) == expected[v], v
+        old = DeltaTable(f"s3://{prefix}/{v}", version=0, storage_options=options)
+        assert rows(old.to_pyarrow_table()) == expected[v], v
