@@ -207,3 +207,31 @@ def test_s3_delta_output_read_by_deltalake(sample, tmp_path):
         assert rows(dt.to_pyarrow_table()) == expected[v], v
         old = DeltaTable(f"s3://{prefix}/{v}", version=0, storage_options=options)
         assert rows(old.to_pyarrow_table()) == expected[v], v
+
+
+def test_a_new_version_adds_columns_and_refuses_to_drop_them(tmp_path):
+    """A lake with more traits adds columns to profile_traits in the next version (read
+    right by deltalake and Polars, the old version keeps its schema); going back to
+    fewer traits would drop columns: refused in one line, exit 2, nothing committed."""
+    lakes = {}
+    for traits in (8, 12):
+        lake = tmp_path / f"lake_{traits}"
+        run("generate", "--dest", lake, "--profiles", 500, "--traits", traits, "--seed", 3)
+        materialize(lake, tmp_path / f"parquet_{traits}")
+        lakes[traits] = (lake, parquet_views(tmp_path / f"parquet_{traits}"))
+    dest = tmp_path / "dest"
+    materialize(lakes[8][0], dest, "--format", "delta")
+    materialize(lakes[12][0], dest, "--format", "delta")
+    assert delta_views(dest) == lakes[12][1]
+    assert rows(pl.read_delta(str(dest / "profile_traits")).to_arrow()) == lakes[12][1]["profile_traits"]
+    old = DeltaTable(str(dest / "profile_traits"), version=0).to_pyarrow_table()
+    assert rows(old) == lakes[8][1]["profile_traits"]
+    before = named_versions(dest)
+    p = subprocess.run([binary(), "materialize", "--source", str(lakes[8][0]), "--dest", str(dest), "--quiet",
+                        "--format", "delta"], capture_output=True, text=True)
+    assert p.returncode == 2, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "profile_traits" in p.stderr and "is not in the new view" in p.stderr, p.stderr
+    assert named_versions(dest) == before
+    assert all(DeltaTable(str(dest / v)).version() == before[v] for v in VIEWS)
+    assert delta_views(dest) == lakes[12][1]
