@@ -244,3 +244,25 @@ fn delta_output_a_failed_commit_leaves_views_json_at_the_last_complete_set() {
     assert_eq!(names["views"]["profile_traits"]["version"], 1);
     assert_eq!(delta_rows(&dest), rows);
 }
+
+/// Every tenth version is followed by a checkpoint; the table reads the same through it.
+#[test]
+fn delta_output_writes_a_checkpoint_every_ten_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("delta");
+    let args = ["--quiet", "--format", "delta", "--no-health"];
+    for _ in 0..11 {
+        materialize_ok(&sample(), &dest, &args);
+    }
+    let log = dest.join("id_graph/_delta_log");
+    assert!(log.join("00000000000000000010.checkpoint.parquet").exists());
+    assert!(log.join("_last_checkpoint").exists());
+    assert!(!log.join("00000000000000000000.checkpoint.parquet").exists());
+    assert_eq!(recorded_version(&dest, "id_graph"), 10);
+    let parquet = tmp.path().join("parquet");
+    materialize_ok(&sample(), &parquet, &["--quiet"]);
+    let rows = delta_rows(&dest);
+    for view in VIEWS {
+        assert_eq!(rows[view], read_rows(&parquet.join(view)), "{view}");
+    }
+}

@@ -235,3 +235,21 @@ def test_a_new_version_adds_columns_and_refuses_to_drop_them(tmp_path):
     assert named_versions(dest) == before
     assert all(DeltaTable(str(dest / v)).version() == before[v] for v in VIEWS)
     assert delta_views(dest) == lakes[12][1]
+
+
+def test_readers_read_through_the_checkpoint(sample, tmp_path):
+    """Eleven runs: version 10 comes with a checkpoint (every tenth does), which
+    deltalake and Polars read through; time travel to an older version still works."""
+    parquet, _ = sample
+    expected = parquet_views(parquet)
+    dest = tmp_path / "dest"
+    for _ in range(11):
+        materialize(ROOT / "data" / "sample", dest, "--format", "delta", "--no-health")
+    assert (dest / "id_graph" / "_delta_log" / "00000000000000000010.checkpoint.parquet").exists()
+    assert named_versions(dest) == {v: 10 for v in VIEWS}
+    assert delta_views(dest) == expected
+    assert delta_views(dest, {v: 3 for v in VIEWS}) == expected
+    for v in VIEWS:
+        assert DeltaTable(str(dest / v)).version() == 10
+        assert rows(pl.read_delta(str(dest / v)).to_arrow()) == expected[v]
+        assert len(DeltaTable(str(dest / v)).file_uris()) == 1

@@ -26,7 +26,7 @@ use delta_kernel::committer::FileSystemCommitter;
 use delta_kernel::engine::arrow_conversion::TryFromArrow;
 use delta_kernel::schema::{StructField, StructType};
 use delta_kernel::transaction::create_table::create_table;
-use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
+use delta_kernel::transaction::{CommitResult, CommittedTransaction, UpdateTableOperation};
 use delta_kernel::{Engine, EngineData, FileMeta, Snapshot};
 use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
 use delta_kernel_default_engine::parquet::DataFileMetadata;
@@ -42,6 +42,11 @@ use crate::location::Location;
 
 /// What the commits say wrote them (the log's `commitInfo.engineInfo`).
 pub const ENGINE_INFO: &str = concat!("psync-lake/", env!("CARGO_PKG_VERSION"));
+
+/// Every this many versions a commit is followed by a checkpoint, so that readers
+/// of a table that many runs wrote replay a checkpoint and a few commits, not every
+/// commit since the first.
+pub const CHECKPOINT_INTERVAL: u64 = 10;
 
 /// A data file written into a table's folder, to be made live by [`commit_overwrite`].
 #[derive(Debug, Clone)]
@@ -209,7 +214,9 @@ pub async fn commit_overwrite(
             let ws = txn.write_state().map_err(describe)?;
             let context = ws.write_context_builder().build().map_err(describe)?;
             txn.add_files(add_metadata(meta, file.rows, &context)?);
-            committed_version(txn.commit(engine).map_err(describe)?)
+            let done = committed(txn.commit(engine).map_err(describe)?)?;
+            checkpoint_now_and_then(engine, &done);
+            Ok(done.commit_version())
         } else {
             let mut txn = create_table(root.as_str(), Arc::new(new), ENGINE_INFO, true)
                 .with_operation_parameters(parameters)
@@ -218,7 +225,9 @@ pub async fn commit_overwrite(
             let ws = txn.write_state().map_err(describe)?;
             let context = ws.write_context_builder().build().map_err(describe)?;
             txn.add_files(add_metadata(meta, file.rows, &context)?);
-            committed_version(txn.commit(engine).map_err(describe)?)
+            let done = committed(txn.commit(engine).map_err(describe)?)?;
+            checkpoint_now_and_then(engine, &done);
+            Ok(done.commit_version())
         }
     })
     .await
@@ -278,9 +287,9 @@ fn add_metadata(
     build_add_file_metadata(DataFileMetadata::new(meta, stats), context).map_err(describe)
 }
 
-fn committed_version<S>(result: CommitResult<S>) -> std::result::Result<u64, String> {
+fn committed<S>(result: CommitResult<S>) -> std::result::Result<CommittedTransaction, String> {
     match result {
-        CommitResult::Committed(c) => Ok(c.commit_version()),
+        CommitResult::Committed(c) => Ok(c),
         CommitResult::Conflicted(c) => Err(format!(
             "version {} was committed by another writer meanwhile; nothing of this run was committed to this table",
             c.conflict_version()
@@ -288,6 +297,28 @@ fn committed_version<S>(result: CommitResult<S>) -> std::result::Result<u64, Str
         CommitResult::Retryable(_) => Err(
             "the commit failed on a transient store error; nothing was committed to this table"
                 .into(),
+        ),
+    }
+}
+
+/// Writes a checkpoint of the version `committed` made when it is a multiple of
+/// [`CHECKPOINT_INTERVAL`]. Best effort: the version is committed either way (a
+/// checkpoint is one whole object, and `_last_checkpoint` only a hint), and without
+/// it readers replay the commits.
+fn checkpoint_now_and_then(engine: &dyn Engine, committed: &CommittedTransaction) {
+    let version = committed.commit_version();
+    if version == 0 || !version.is_multiple_of(CHECKPOINT_INTERVAL) {
+        return;
+    }
+    let Some(snapshot) = committed.post_commit_snapshot() else {
+        return;
+    };
+    match snapshot.checkpoint(engine, None) {
+        Ok(_) => tracing::info!(version, "wrote a checkpoint"),
+        Err(e) => tracing::warn!(
+            version,
+            error = describe(e),
+            "writing a checkpoint failed; readers replay the commits instead"
         ),
     }
 }
