@@ -259,6 +259,16 @@ fn delta_output_writes_a_checkpoint_every_ten_versions() {
     assert!(log.join("_last_checkpoint").exists());
     assert!(!log.join("00000000000000000000.checkpoint.parquet").exists());
     assert_eq!(recorded_version(&dest, "id_graph"), 10);
+    // `status`: the checkpoint is no view file, and a file that no commit names (as
+    // a killed run leaves) is not the last run's view: healthy.
+    std::fs::write(
+        dest.join("id_graph/part-00000-killed-run.parquet"),
+        b"partial",
+    )
+    .unwrap();
+    let status = run(&["status", "--dest", dest.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{text}");
     let parquet = tmp.path().join("parquet");
     materialize_ok(&sample(), &parquet, &["--quiet"]);
     let rows = delta_rows(&dest);

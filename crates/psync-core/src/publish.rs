@@ -603,6 +603,15 @@ impl Publisher {
                 .into_iter()
                 .map(|f| (f.path.clone(), f))
                 .collect();
+            // A Delta table this run committed holds only this run's file now: the
+            // ones an older version added are no longer published (a VACUUM may
+            // delete them).
+            let tables: Vec<String> = self
+                .delta_versions
+                .lock()
+                .map(|v| v.values().map(|c| format!("{}/", c.table)).collect())
+                .unwrap_or_default();
+            files.retain(|path, _| !tables.iter().any(|t| path.starts_with(t.as_str())));
             for f in self.published.lock().map(|p| p.clone()).unwrap_or_default() {
                 files.insert(f.path.clone(), f);
             }

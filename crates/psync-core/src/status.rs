@@ -138,8 +138,18 @@ pub async fn status(dest: &Location, lease_timeout: Duration) -> Result<DestStat
     let mut problems = vec![];
     let mut staging = std::collections::BTreeSet::new();
     let mut found: BTreeMap<String, FileEntry> = BTreeMap::new();
+    // Folders that are Delta tables (Delta output): their logs say which files are live.
+    let delta_tables: std::collections::BTreeSet<String> = listed
+        .iter()
+        .filter_map(|(path, _)| {
+            path.split_once("/_delta_log/")
+                .map(|(t, _)| format!("{t}/"))
+        })
+        .collect();
     for (path, meta) in &listed {
-        if let Some(rest) = path.strip_prefix("_psync/tmp/") {
+        if path.contains("_delta_log/") {
+            // A Delta log's checkpoints are Parquet too, and no view.
+        } else if let Some(rest) = path.strip_prefix("_psync/tmp/") {
             staging.insert(rest.split('/').next().unwrap_or_default().to_string());
         } else if path.ends_with(".parquet") && !path.starts_with("_psync/state/") {
             found.insert(path.clone(), FileEntry::at(path, meta));
@@ -159,6 +169,12 @@ pub async fn status(dest: &Location, lease_timeout: Duration) -> Result<DestStat
         }
     }
     for path in found.into_keys() {
+        if delta_tables.iter().any(|t| path.starts_with(t.as_str())) {
+            // A file in a Delta table's folder that the last run did not publish: an
+            // older version's, or a killed run's that no commit names; no reader of
+            // the table's latest version sees it.
+            continue;
+        }
         files.push(ViewFile {
             path,
             state: if recorded.is_some() || last_run.is_none() {
