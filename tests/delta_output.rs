@@ -276,3 +276,43 @@ fn delta_output_writes_a_checkpoint_every_ten_versions() {
         assert_eq!(rows[view], read_rows(&parquet.join(view)), "{view}");
     }
 }
+
+/// `_psync/views.json` is written with a conditional put: when another writer
+/// changed it since the run took the lease (created it, for a first run), the run
+/// fails naming it, its versions committed and named by the run record.
+#[test]
+fn delta_output_views_json_is_a_conditional_put() {
+    use crate::faults::{Fault, faulty, options, plain, runtime};
+    use psync_core::publish::OutputFormat;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("delta");
+    let mut opts = options(
+        sample().to_str().unwrap(),
+        dest.to_str().unwrap(),
+        std::time::Duration::from_secs(60),
+    );
+    opts.format = OutputFormat::Delta;
+    let rt = runtime();
+    for version in [0, 1] {
+        let racing = faulty(
+            &plain(&dest),
+            Fault::WriteBeforePutAt("_psync/views.json".into()),
+        );
+        let err = rt
+            .block_on(psync_core::materialize::materialize_at(
+                &opts,
+                plain(&sample()),
+                racing,
+                &psync_core::materialize::NoProgress,
+            ))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("views.json") && err.contains("changed by another writer"),
+            "{err}"
+        );
+        assert_eq!(recorded_version(&dest, "id_graph"), version);
+        assert_eq!(json(&dest.join("_psync/views.json")), serde_json::json!({}));
+    }
+}

@@ -44,6 +44,9 @@ pub(crate) enum Fault {
     Delay(Op, Duration),
     /// Fails every put of a path that contains this text (a Delta table's commits).
     FailPutAt(String),
+    /// Before a conditional put of a path that contains this text, another writer
+    /// overwrites that path.
+    WriteBeforePutAt(String),
 }
 
 /// A store wrapper that injects a [`Fault`] under whatever uses it.
@@ -61,6 +64,7 @@ impl fmt::Debug for Faulty {
             Fault::MeetAtLock(m) => write!(f, "Faulty(meet at lock, {} runs)", m.runs),
             Fault::Delay(op, d) => write!(f, "Faulty(delay {op:?} by {d:?})"),
             Fault::FailPutAt(part) => write!(f, "Faulty(puts at {part})"),
+            Fault::WriteBeforePutAt(part) => write!(f, "Faulty(writes before puts at {part})"),
         }
     }
 }
@@ -203,6 +207,12 @@ impl ObjectStore for Faulty {
                 store: "faulty",
                 source: format!("injected failure of the put of {location}").into(),
             });
+        }
+        if let Fault::WriteBeforePutAt(part) = &self.fault
+            && location.as_ref().contains(part.as_str())
+            && opts.mode != PutMode::Overwrite
+        {
+            self.inner.put(location, "{}".into()).await?;
         }
         if let Some(m) = self.meeting(location)
             && (opts.mode == PutMode::Create) != m.takeover

@@ -256,6 +256,17 @@ impl Publisher {
         });
         let body =
             serde_json::to_vec_pretty(&body).map_err(|e| CoreError::Config(e.to_string()))?;
+        // Only while the lease is this run's (a run that lost it names nothing); a
+        // stop asked for now waits for this one small put.
+        match &*self.lease.lock().await {
+            Some(lease) => lease.renew_now().await?,
+            None => {
+                return Err(CoreError::Publish {
+                    url: self.dest.url_of(&self.views_json_path()),
+                    message: "writing without holding the lease (a bug)".into(),
+                });
+            }
+        }
         let path = self.views_json_path();
         let url = self.dest.url_of(&path);
         let mode = match self.views_json.lock().map(|v| v.clone()) {
