@@ -6,6 +6,7 @@ run SIGKILLed at any moment leaves every view readable at a whole version. DuckD
 `delta` extension is tried too (it needs a download: skipped when offline)."""
 
 import json
+import pathlib
 import os
 import random
 import signal
@@ -22,6 +23,7 @@ from deltalake import DeltaTable
 from test_readers import ROOT, VIEWS, binary
 
 KILLS = 16
+KILLS_REMOTE = 8
 # When in a run (as a share of an uninterrupted run's time) to kill it: the commits,
 # one per view, come in its last tenth or so.
 KILL_SHARES = [(0.1, 0.8), (0.8, 0.95), (0.85, 1.0), (0.9, 1.05)]
@@ -47,17 +49,26 @@ def parquet_views(dest):
     return {v: rows(pq.read_table(dest / v)) for v in VIEWS}
 
 
-def delta_views(dest, versions=None):
-    """Every view read by `deltalake` (at `versions[view]` when given)."""
+def delta_views(dest, versions=None, options=None):
+    """Every view under `dest` (a folder or a URL) read by `deltalake` (at
+    `versions[view]` when given)."""
     out = {}
     for v in VIEWS:
         version = None if versions is None else versions[v]
-        out[v] = rows(DeltaTable(str(dest / v), version=version).to_pyarrow_table())
+        t = DeltaTable(f"{dest}/{v}", version=version, storage_options=options)
+        out[v] = rows(t.to_pyarrow_table())
     return out
 
 
-def named_versions(dest):
-    names = json.loads((dest / "_psync" / "views.json").read_text())
+def named_versions(dest, fs=None):
+    """The versions `_psync/views.json` names (`fs`: the remote file system of `dest`,
+    then a bucket-or-container path)."""
+    if fs is None:
+        text = (pathlib.Path(dest) / "_psync" / "views.json").read_text()
+    else:
+        with fs.open_input_stream(f"{dest}/_psync/views.json") as f:
+            text = f.read().decode()
+    names = json.loads(text)
     return {v: names["views"][v]["version"] for v in VIEWS}
 
 
@@ -148,42 +159,70 @@ def test_versions_time_travel_to_each_runs_views(lakes, tmp_path):
     assert delta_views(dest) == lakes["a"][1]
 
 
-def test_sigkill_leaves_every_view_at_a_whole_version(lakes, tmp_path):
-    """SIGKILLs runs at random moments of their run (shares of an uninterrupted run's
-    time, most late: the commits come last): after each kill the latest version of
-    every view is one run's whole view, and the versions views.json names are one
-    run's views, all of them; the next run completes the set."""
-    dest = tmp_path / "dest"
-    materialize(lakes["a"][0], dest, "--format", "delta")
+def sigkill_delta(lakes, tmp_path, dest, kills, env=None, fs=None, options=None):
+    """SIGKILLs runs publishing Delta output into `dest` at random moments of their
+    run (shares of an uninterrupted run's time, most late: the commits come last):
+    after each kill the latest version of every view is one run's whole view, and the
+    versions views.json names are one run's views, all of them; the next run
+    completes the set. `fs` and `options` read a remote `dest` (`scheme://path`)."""
+    where = dest.split("://", 1)[1] if fs is not None else dest
+
+    def go(lake, target=dest):
+        subprocess.run([binary(), "materialize", "--source", str(lake), "--dest", str(target), "--quiet",
+                        "--format", "delta"], check=True, env=env, capture_output=True)
+
+    go(lakes["a"][0])
     started = time.monotonic()
-    materialize(lakes["b"][0], tmp_path / "probe", "--format", "delta")
+    go(lakes["b"][0], target=f"{dest}-probe")
     seconds = time.monotonic() - started
     rng = random.Random(17)
     current, hits, mixed = "a", 0, 0
-    for i in range(KILLS):
+    for i in range(kills):
         target = "b" if current == "a" else "a"
         args = ["materialize", "--source", lakes[target][0], "--dest", dest, "--quiet", "--format", "delta"]
-        p = subprocess.Popen([binary(), *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.Popen([binary(), *map(str, args)], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
         low, high = KILL_SHARES[i % len(KILL_SHARES)]
         time.sleep(rng.uniform(low, high) * seconds)
         p.send_signal(signal.SIGKILL)
         hits += p.wait() == -signal.SIGKILL
-        # The latest version of each view is one run's whole view...
-        latest = delta_views(dest)
+        latest = delta_views(dest, options=options)
         for v in VIEWS:
             assert latest[v] in (lakes["a"][1][v], lakes["b"][1][v]), f"kill {i}: {v} is neither whole view"
         mixed += latest not in (lakes["a"][1], lakes["b"][1])
-        # ... and the versions views.json names are one run's views, all of them.
-        named = delta_views(dest, named_versions(dest))
+        named = delta_views(dest, named_versions(where, fs), options)
         assert named in (lakes["a"][1], lakes["b"][1]), f"kill {i}: views.json names a mixed set"
-        # The next run takes over the killed run's lease and completes the set.
-        materialize(lakes[target][0], dest, "--format", "delta")
-        assert delta_views(dest) == lakes[target][1]
-        assert delta_views(dest, named_versions(dest)) == lakes[target][1]
+        go(lakes[target][0])
+        assert delta_views(dest, options=options) == lakes[target][1]
+        assert delta_views(dest, named_versions(where, fs), options) == lakes[target][1]
         current = target
     # Kills after a run ended test nothing: enough of them must hit a running run.
-    assert hits >= KILLS // 2, f"only {hits} of {KILLS} kills hit a running run"
+    assert hits >= kills // 2, f"only {hits} of {kills} kills hit a running run"
     print(f"{hits} kills hit a running run; {mixed} left the latest versions from two runs")
+
+
+def test_sigkill_leaves_every_view_at_a_whole_version(lakes, tmp_path):
+    sigkill_delta(lakes, tmp_path, str(tmp_path / "dest"), KILLS)
+
+
+def test_sigkill_s3(lakes, tmp_path):
+    from test_crash import s3_env
+
+    env, fs = s3_env()
+    options = {"AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"], "AWS_ACCESS_KEY_ID": "test",
+               "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+    dest = f"s3://psync-test/delta-kill-{os.getpid()}-{time.time_ns()}"
+    sigkill_delta(lakes, tmp_path, dest, KILLS_REMOTE, env, fs, options)
+
+
+def test_sigkill_azure(lakes, tmp_path):
+    from test_crash import AZURE_ACCOUNT, AZURE_KEY, azure_env
+
+    env, fs = azure_env()
+    options = {"account_name": AZURE_ACCOUNT, "account_key": AZURE_KEY,
+               "endpoint": env["AZURE_STORAGE_ENDPOINT"], "allow_http": "true"}
+    dest = f"az://psync-test/delta-kill-{os.getpid()}-{time.time_ns()}"
+    sigkill_delta(lakes, tmp_path, dest, KILLS_REMOTE, env, fs, options)
 
 
 def test_s3_delta_output_read_by_deltalake(sample, tmp_path):
@@ -253,3 +292,26 @@ def test_readers_read_through_the_checkpoint(sample, tmp_path):
         assert DeltaTable(str(dest / v)).version() == 10
         assert rows(pl.read_delta(str(dest / v)).to_arrow()) == expected[v]
         assert len(DeltaTable(str(dest / v)).file_uris()) == 1
+
+
+def test_azure_delta_output_read_by_deltalake(sample):
+    """Delta output on Azure (Azurite, which `.ci/run` starts): two runs, versions 0
+    and 1, read by `deltalake` over Azure as the Parquet output."""
+    from test_crash import AZURE_ACCOUNT, AZURE_KEY, azure_env
+
+    env, _ = azure_env()
+    prefix = f"psync-test/delta-out-{os.getpid()}-{time.time_ns()}"
+    args = ["materialize", "--source", str(ROOT / "data" / "sample"), "--dest", f"az://{prefix}", "--quiet",
+            "--format", "delta"]
+    for _ in range(2):
+        subprocess.run([binary(), *args], check=True, env=env, capture_output=True)
+    options = {"account_name": AZURE_ACCOUNT, "account_key": AZURE_KEY,
+               "endpoint": env["AZURE_STORAGE_ENDPOINT"], "allow_http": "true"}
+    parquet, _ = sample
+    expected = parquet_views(parquet)
+    for v in VIEWS:
+        dt = DeltaTable(f"az://{prefix}/{v}", storage_options=options)
+        assert dt.version() == 1
+        assert rows(dt.to_pyarrow_table()) == expected[v], v
+        old = DeltaTable(f"az://{prefix}/{v}", version=0, storage_options=options)
+        assert rows(old.to_pyarrow_table()) == expected[v], v
