@@ -171,6 +171,14 @@ fn delta_output_refuses_a_destination_of_the_other_format() {
         assert!(err.contains(says), "{err}");
     }
     assert_eq!(read_rows(&parquet.join("id_graph")), before);
+    // Nothing was written into the Parquet view folders.
+    for view in VIEWS {
+        assert_eq!(
+            std::fs::read_dir(parquet.join(view)).unwrap().count(),
+            1,
+            "{view}"
+        );
+    }
     assert!(
         !delta
             .join("id_graph/_delta_log/00000000000000000001.json")

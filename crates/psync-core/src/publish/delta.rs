@@ -63,6 +63,9 @@ impl Publisher {
         static FILES: AtomicU32 = AtomicU32::new(0);
         let n = FILES.fetch_add(1, Ordering::Relaxed);
         let table = parent(&target);
+        // Before anything is written there: a path reader of a Parquet view folder
+        // must never see a second file in it.
+        self.refuse_parquet_folder(&table).await?;
         let file = table
             .clone()
             .join(format!("part-{n:05}-{}.parquet", self.run_id));
@@ -103,15 +106,7 @@ impl Publisher {
     pub(super) async fn check_formats(&self, staged: &[Staged]) -> Result<()> {
         for s in staged.iter().filter(|s| Self::is_view(&s.name)) {
             if s.delta {
-                let leaf = s.target.filename().unwrap_or_default();
-                let parquet = s.target.clone().join(format!("{leaf}.parquet"));
-                if self.dest.store.head(&parquet).await.is_ok() {
-                    return Err(CoreError::Config(format!(
-                        "{} holds a view published as Parquet; --format delta publishes into a \
-                         destination of its own (or remove that folder first)",
-                        self.dest.url_of(&s.target)
-                    )));
-                }
+                self.refuse_parquet_folder(&s.target).await?;
                 let schema = s.schema.as_deref().ok_or_else(|| CoreError::Publish {
                     url: self.dest.url_of(&s.target),
                     message: "no schema for the staged view (a bug)".into(),
@@ -128,6 +123,21 @@ impl Publisher {
             }
         }
         Ok(())
+    }
+
+    /// Fails when the folder `table` holds a view published as Parquet.
+    async fn refuse_parquet_folder(&self, table: &Path) -> Result<()> {
+        let leaf = table.filename().unwrap_or_default();
+        let parquet = table.clone().join(format!("{leaf}.parquet"));
+        match self.dest.store.head(&parquet).await {
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Ok(_) => Err(CoreError::Config(format!(
+                "{} holds a view published as Parquet; --format delta publishes into a \
+                 destination of its own (or remove that folder first)",
+                self.dest.url_of(table)
+            ))),
+            Err(e) => Err(publish_err(&self.dest.url_of(&parquet), e)),
+        }
     }
 
     /// Commits the staged file of `s` as the only live file of a new version of
