@@ -245,12 +245,23 @@ fn delta_output_a_failed_commit_leaves_views_json_at_the_last_complete_set() {
     assert_eq!(data_files("profile_traits"), 2);
     assert_eq!(json(&dest.join("_psync/views.json")), first);
     assert_eq!(delta_rows(&dest), rows);
+    // `status` names the views the stopped run committed.
+    let status = run(&["status", "--dest", dest.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains("id_graph: its Delta table is at version 1, _psync/views.json names 0"),
+        "{text}"
+    );
+    assert!(!text.contains("profile_traits: its Delta table"), "{text}");
 
     materialize_ok(&sample(), &dest, &["--quiet", "--format", "delta"]);
     let names = json(&dest.join("_psync/views.json"));
     assert_eq!(names["views"]["id_graph"]["version"], 2);
     assert_eq!(names["views"]["profile_traits"]["version"], 1);
     assert_eq!(delta_rows(&dest), rows);
+    let status = run(&["status", "--dest", dest.to_str().unwrap()]);
+    assert_eq!(status.status.code(), Some(0));
 }
 
 /// Every tenth version is followed by a checkpoint; the table reads the same through it.

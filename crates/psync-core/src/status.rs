@@ -197,6 +197,7 @@ pub async fn status(dest: &Location, lease_timeout: Duration) -> Result<DestStat
             off.join(", ")
         ));
     }
+    problems.extend(delta_ahead(dest).await?);
     let lock = lease::inspect(dest, lease_timeout).await?;
     let health = match &lock {
         Some(l) if !l.is_stale() => Health::Locked,
@@ -223,6 +224,36 @@ pub async fn status(dest: &Location, lease_timeout: Duration) -> Result<DestStat
         health,
         problems,
     })
+}
+
+/// Delta output: one line per view whose table is not at the version
+/// `_psync/views.json` names (a run stopped after committing it).
+async fn delta_ahead(dest: &Location) -> Result<Vec<String>> {
+    let Some(names) = read_json(dest, &["_psync", "views.json"]).await? else {
+        return Ok(vec![]);
+    };
+    let Some(views) = names.get("views").and_then(|v| v.as_object()) else {
+        return Ok(vec![]);
+    };
+    let mut out = vec![];
+    for (view, entry) in views {
+        let table = entry.get("table").and_then(|t| t.as_str());
+        let named = entry.get("version").and_then(|v| v.as_u64());
+        let (Some(table), Some(named)) = (table, named) else {
+            continue;
+        };
+        let path = dest.child(&table.split('/').collect::<Vec<_>>());
+        match psync_lake_io::delta::snapshot(dest, &path, &psync_lake_io::DeltaAt::Latest).await {
+            Ok(s) if s.version == named => {}
+            Ok(s) => out.push(format!(
+                "{view}: its Delta table is at version {}, _psync/views.json names {named} \
+                 (a run stopped after committing it; the next run completes the set)",
+                s.version
+            )),
+            Err(e) => out.push(format!("{view}: {e}")),
+        }
+    }
+    Ok(out)
 }
 
 /// `as recorded`, `changed`, `missing`, `not recorded`.
