@@ -28,6 +28,17 @@ pub enum OnChange {
     Fail,
 }
 
+/// How the views are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// <dest>/<view>/<view>.parquet, replaced whole by each run.
+    Parquet,
+    /// <dest>/<view>/ a Delta table: each run commits a new version of every view
+    /// it publishes (an incremental run rewrites each view whole); the versions of
+    /// one consistent snapshot are in <dest>/_psync/views.json.
+    Delta,
+}
+
 /// Options of `materialize`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -45,6 +56,9 @@ pub struct Args {
     /// with a NULL timestamp count as older. A full run; no state is saved.
     #[arg(long, value_parser = parse_instant, conflicts_with = "mode")]
     as_of: Option<i64>,
+    /// Output format of the views.
+    #[arg(long, value_enum, default_value = "parquet")]
+    format: Format,
     /// Incremental runs: what to do when a landed file processed before changed or vanished.
     #[arg(long, value_enum, default_value = "rebuild")]
     on_change: OnChange,
@@ -176,6 +190,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         mode,
         health: !a.no_health,
         source_at: a.source_at.at(),
+        format: match a.format {
+            Format::Parquet => psync_core::publish::OutputFormat::Parquet,
+            Format::Delta => psync_core::publish::OutputFormat::Delta,
+        },
     };
     let runtime = crate::engine::runtime(&engine)?;
     if a.explain {
@@ -229,8 +247,12 @@ fn print_summary(r: &RunReport) {
     eprintln!();
     eprintln!("{:<w$} {:>14} {:>9}  file", "view", "rows", "seconds");
     for v in &r.views {
+        let version = v
+            .delta_version
+            .map(|n| format!(" (Delta version {n})"))
+            .unwrap_or_default();
         eprintln!(
-            "{:<w$} {:>14} {:>9.2}  {}",
+            "{:<w$} {:>14} {:>9.2}  {}{version}",
             v.view, v.rows, v.seconds, v.file
         );
     }

@@ -27,7 +27,10 @@ pub struct Args {
 /// Runs `status`: exit 0 when the destination is healthy and unlocked, 3 when a
 /// live run holds it, 4 when it holds a stale lock or views no run record names.
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Multi-threaded: the Delta kernel, which reads a Delta destination's logs, runs
+    // its I/O on a multi-threaded runtime only.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;

@@ -42,6 +42,11 @@ pub(crate) enum Fault {
     MeetAtLock(Arc<Meeting>),
     /// Delays every call of `op` (a commit's renames are copies here) by this long.
     Delay(Op, Duration),
+    /// Fails every put of a path that contains this text (a Delta table's commits).
+    FailPutAt(String),
+    /// Before a conditional put of a path that contains this text, another writer
+    /// overwrites that path.
+    WriteBeforePutAt(String),
 }
 
 /// A store wrapper that injects a [`Fault`] under whatever uses it.
@@ -58,6 +63,8 @@ impl fmt::Debug for Faulty {
             Fault::VanishAfterList(p) => write!(f, "Faulty(vanish {p})"),
             Fault::MeetAtLock(m) => write!(f, "Faulty(meet at lock, {} runs)", m.runs),
             Fault::Delay(op, d) => write!(f, "Faulty(delay {op:?} by {d:?})"),
+            Fault::FailPutAt(part) => write!(f, "Faulty(puts at {part})"),
+            Fault::WriteBeforePutAt(part) => write!(f, "Faulty(writes before puts at {part})"),
         }
     }
 }
@@ -193,6 +200,20 @@ impl ObjectStore for Faulty {
     ) -> object_store::Result<PutResult> {
         self.check(Op::Put)?;
         self.delay(Op::Put).await;
+        if let Fault::FailPutAt(part) = &self.fault
+            && location.as_ref().contains(part.as_str())
+        {
+            return Err(object_store::Error::Generic {
+                store: "faulty",
+                source: format!("injected failure of the put of {location}").into(),
+            });
+        }
+        if let Fault::WriteBeforePutAt(part) = &self.fault
+            && location.as_ref().contains(part.as_str())
+            && opts.mode != PutMode::Overwrite
+        {
+            self.inner.put(location, "{}".into()).await?;
+        }
         if let Some(m) = self.meeting(location)
             && (opts.mode == PutMode::Create) != m.takeover
             && opts.mode != PutMode::Overwrite
@@ -314,6 +335,7 @@ pub(crate) fn options(source: &str, dest: &str, stale_lock_after: Duration) -> M
     MaterializeOptions {
         health: true,
         source_at: Default::default(),
+        format: Default::default(),
         source: source.to_string(),
         dest: dest.to_string(),
         views: View::ALL.to_vec(),

@@ -530,6 +530,7 @@ pub(crate) fn options(
     MaterializeOptions {
         health: true,
         source_at: Default::default(),
+        format: Default::default(),
         source: source.display().to_string(),
         dest: dest.display().to_string(),
         views: View::ALL.to_vec(),

@@ -537,6 +537,7 @@ fn check(s: &Space, files: usize, seed: u64, batch_size: usize) -> Result<(), Te
     let opts = MaterializeOptions {
         health: true,
         source_at: Default::default(),
+        format: Default::default(),
         source: lake.display().to_string(),
         dest: dest.display().to_string(),
         views: vec![View::Users, View::AudienceMembership],

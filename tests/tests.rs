@@ -5,6 +5,7 @@ mod util;
 mod azure;
 mod bad_input;
 mod case_study;
+mod delta_output;
 mod explain;
 mod faults;
 mod health;

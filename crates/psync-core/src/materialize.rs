@@ -28,7 +28,7 @@ use crate::incremental::{
 };
 use crate::inputs::{EXTERNAL_ID_MAPPING_UPDATES, ID_GRAPH_UPDATES, Inputs, Warnings};
 use crate::lease::LeaseOptions;
-use crate::publish::{Publisher, Replaces, Staged};
+use crate::publish::{OutputFormat, Publisher, Replaces, Staged};
 use crate::session::{EngineOptions, locate, views_context};
 use crate::stop::Stop;
 use crate::views::{self, View, external_id_mapping, id_graph, profile_traits};
@@ -80,6 +80,9 @@ pub struct MaterializeOptions {
     pub health: bool,
     /// The version of the source's Delta tables to read.
     pub source_at: DeltaAt,
+    /// How views are published: Parquet files, or Delta tables (each run a new
+    /// version of every view it publishes; an incremental run rewrites them whole).
+    pub format: OutputFormat,
 }
 
 /// One landed table as read by a run.
@@ -105,10 +108,13 @@ pub struct ViewReport {
     pub view: String,
     /// Rows published.
     pub rows: u64,
-    /// The published file.
+    /// The published file (with Delta output: the table's folder).
     pub file: String,
     /// Seconds spent computing and writing it.
     pub seconds: f64,
+    /// With Delta output: the version of the view's table this run committed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta_version: Option<u64>,
 }
 
 /// The outcome of a run; also written as the run record.
@@ -126,6 +132,8 @@ pub struct RunReport {
     pub source: String,
     /// Destination root.
     pub dest: String,
+    /// How the views were published (`parquet` or `delta`).
+    pub format: OutputFormat,
     /// When the run started (RFC 3339).
     pub started_at: String,
     /// Wall time in seconds.
@@ -205,7 +213,9 @@ pub async fn materialize_at(
             opts.source
         )));
     }
-    let publisher = Publisher::new(dest, new_run_id()).with_stop(opts.stop.clone());
+    let publisher = Publisher::new(dest, new_run_id())
+        .with_stop(opts.stop.clone())
+        .with_format(opts.format);
     let run = Run {
         opts,
         progress,
@@ -605,7 +615,9 @@ impl Run<'_> {
     /// The core views `manifest` recorded, opened for reading, when this run
     /// publishes all three and each is still the file the manifest recorded.
     async fn published_views(&self, manifest: &Manifest) -> Result<Option<PublishedViews>> {
-        if !self.publishes_core_views() {
+        // Delta output: a view is a table of many versions, not the single file a
+        // patch merges with; the views are recomputed from the saved state.
+        if !self.publishes_core_views() || self.opts.format == OutputFormat::Delta {
             return Ok(None);
         }
         for view in View::ALL {
@@ -669,10 +681,8 @@ impl Run<'_> {
             }
         }
         for file in files {
-            match dest.store.head(&file).await {
-                Ok(_) => {}
-                Err(object_store::Error::NotFound { .. }) => return Ok(false),
-                Err(e) => return Err(crate::publish::publish_err(&dest.url_of(&file), e)),
+            if !self.publisher.is_published(&file).await? {
+                return Ok(false);
             }
         }
         Ok(true)
@@ -760,6 +770,7 @@ impl Run<'_> {
             rows: s.rows,
             file: self.publisher.dest().url_of(&s.target),
             seconds: t.elapsed().as_secs_f64(),
+            delta_version: None,
         };
         self.progress.view_done(&report);
         Ok((s, report))
@@ -781,6 +792,7 @@ impl Run<'_> {
                 .and_then(|t| chrono::DateTime::from_timestamp_micros(t).map(|d| d.to_rfc3339())),
             source: self.opts.source.clone(),
             dest: self.opts.dest.clone(),
+            format: self.opts.format,
             started_at: self.started_at.clone(),
             seconds: self.started.elapsed().as_secs_f64(),
             inputs: read
@@ -793,7 +805,13 @@ impl Run<'_> {
                     delta_version: t.delta_version(),
                 })
                 .collect(),
-            views,
+            views: views
+                .into_iter()
+                .map(|v| ViewReport {
+                    delta_version: self.publisher.delta_version(&v.view),
+                    ..v
+                })
+                .collect(),
             cycles_broken,
             id_graph_rounds,
             warnings: self.warnings.0.clone(),
@@ -801,10 +819,12 @@ impl Run<'_> {
         }
     }
 
-    /// Writes the run record; returns the report.
+    /// Writes the run record, then (Delta output) `_psync/views.json`; returns the report.
     async fn record(&self, report: RunReport) -> Result<RunReport> {
         let json = serde_json::to_value(&report).map_err(|e| CoreError::Config(e.to_string()))?;
         self.publisher.record(&json).await?;
+        // Last: it names the versions of a complete set only once all are committed.
+        self.publisher.write_views_json().await?;
         Ok(report)
     }
 
@@ -856,7 +876,7 @@ impl Run<'_> {
             files
                 .iter()
                 .find(|s| s.name == view.name())
-                .map(|s| self.publisher.staging_url(&s.name))
+                .map(|s| self.publisher.staged_url(s))
         };
         let external_id_mapping = staged_view(View::ExternalIdMapping);
         let profile_traits = staged_view(View::ProfileTraits);

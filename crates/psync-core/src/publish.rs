@@ -9,21 +9,28 @@
 //!
 //! A run that fails before the renames leaves every view folder as it was.
 //!
+//! With `--format delta` (see [`delta`]) each view is a Delta table instead: its
+//! file is written straight into the view's folder under a unique name and made
+//! live by a commit to the table's log; `_psync/views.json` names the versions.
+//!
 //! Two runs never publish into one destination together: a run first takes the
 //! destination's lease (`<dest>/_psync/lock`, see [`crate::lease`]) and commits
 //! only while it holds it. A run asked to stop (a signal) commits nothing more
 //! after the file it is committing.
 
+mod delta;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload, UpdateVersion};
 use psync_lake_io::Location;
 
 pub(crate) use crate::error::publish_err;
@@ -65,6 +72,17 @@ pub fn parquet_options() -> TableParquetOptions {
     o
 }
 
+/// The row count DataFusion's writer reports.
+fn rows_written(out: &[datafusion::arrow::array::RecordBatch]) -> u64 {
+    out.first()
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+        })
+        .map_or(0, |a| a.value(0))
+}
+
 /// Which saved state segments a new segment replaces.
 #[derive(Debug, Clone)]
 pub enum Replaces {
@@ -76,8 +94,28 @@ pub enum Replaces {
     These(Vec<Path>),
 }
 
+/// How views are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// `<dest>/<view>/<view>.parquet`, replaced whole by each run.
+    #[default]
+    Parquet,
+    /// `<dest>/<view>/` a Delta table, one new version per run.
+    Delta,
+}
+
 /// A destination being written by one run.
 pub struct Publisher {
+    format: OutputFormat,
+    /// Delta output: files written into views' folders and not (yet) handed to a
+    /// commit, which [`Self::cleanup`] removes.
+    uncommitted: Mutex<Vec<Path>>,
+    /// Delta output: the version committed of each view, by view name.
+    delta_versions: Mutex<BTreeMap<String, delta::Committed>>,
+    /// Delta output: `_psync/views.json` as it was when the lease was taken
+    /// (`None`: absent), the version its conditional overwrite expects.
+    views_json: Mutex<Option<UpdateVersion>>,
     dest: Location,
     run_id: String,
     stop: Stop,
@@ -109,12 +147,21 @@ pub struct Staged {
     pub removes: Vec<Path>,
     /// Rows written.
     pub rows: u64,
+    /// Delta output: whether this is a view's file to commit to the Delta table at
+    /// `target` (then `target` is the table's folder and `staging` the file in it).
+    pub delta: bool,
+    /// The schema of the rows written.
+    pub schema: Option<SchemaRef>,
 }
 
 impl Publisher {
     /// A publisher for `run_id` into `dest`.
     pub fn new(dest: Location, run_id: String) -> Self {
         Publisher {
+            format: OutputFormat::Parquet,
+            uncommitted: Mutex::default(),
+            delta_versions: Mutex::default(),
+            views_json: Mutex::default(),
             dest,
             run_id,
             stop: Stop::default(),
@@ -131,6 +178,17 @@ impl Publisher {
     pub fn with_stop(mut self, stop: Stop) -> Self {
         self.stop = stop;
         self
+    }
+
+    /// The same publisher, publishing views in `format`.
+    pub fn with_format(mut self, format: OutputFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// How views are published.
+    pub fn format(&self) -> OutputFormat {
+        self.format
     }
 
     /// The run this publisher writes for.
@@ -178,6 +236,9 @@ impl Publisher {
             message: format!("taking the lease: {e}"),
         })??;
         self.remove_others_staging().await;
+        if self.format == OutputFormat::Delta {
+            self.read_views_json_version().await?;
+        }
         Ok(())
     }
 
@@ -320,13 +381,22 @@ impl Publisher {
         self.stage_to(name, self.dest.child(target), df).await
     }
 
-    /// The staged file of `name`, readable before it is committed.
-    pub fn staging_url(&self, name: &str) -> String {
-        self.dest
-            .url_of(&self.staging_dir().join(format!("{name}.parquet")))
+    /// The staged file of `staged`, readable before it is committed.
+    pub fn staged_url(&self, staged: &Staged) -> String {
+        self.dest.url_of(&staged.staging)
+    }
+
+    /// Whether `name` is a view's (not state, not a health table): only views
+    /// become Delta tables.
+    fn is_view(name: &str) -> bool {
+        !name.starts_with("state/") && !name.starts_with("health.")
     }
 
     async fn stage_to(&self, name: &str, target: Path, df: DataFrame) -> Result<Staged> {
+        let schema = Some(df.schema().inner().clone());
+        if self.format == OutputFormat::Delta && Self::is_view(name) {
+            return self.stage_delta(name, target, df, schema).await;
+        }
         let file = format!("{name}.parquet");
         let staging = file
             .split('/')
@@ -349,21 +419,15 @@ impl Publisher {
                 Some(parquet_options()),
             )
             .await?;
-        let rows = out
-            .first()
-            .and_then(|b| {
-                b.column(0)
-                    .as_any()
-                    .downcast_ref::<datafusion::arrow::array::UInt64Array>()
-            })
-            .map_or(0, |a| a.value(0));
         Ok(Staged {
             name: name.to_string(),
             staging,
             target,
-            rows,
+            rows: rows_written(&out),
             replaces: true,
             removes: vec![],
+            delta: false,
+            schema,
         })
     }
 
@@ -374,6 +438,9 @@ impl Publisher {
     /// lease; each file is whole either way.
     pub async fn commit(&self, staged: &[Staged]) -> Result<()> {
         self.committing.store(true, Ordering::SeqCst);
+        // Refusals (a folder of the other format, a schema a new Delta version
+        // cannot take) come before anything is committed.
+        self.check_formats(staged).await?;
         let store = &self.dest.store;
         if let Ok(mut views) = self.views.lock() {
             views.extend(
@@ -385,6 +452,10 @@ impl Publisher {
         }
         for s in staged {
             self.may_commit().await?;
+            if s.delta {
+                self.commit_delta(s).await?;
+                continue;
+            }
             let target = s.target.clone();
             let url = self.dest.url_of(&target);
             if let Err(e) = store.rename(&s.staging, &target).await {
@@ -443,8 +514,10 @@ impl Publisher {
         Some(parts.join("/"))
     }
 
-    /// Removes this run's staging folder (best effort: a leftover is harmless).
+    /// Removes this run's staging folder and its uncommitted Delta files (best
+    /// effort: a leftover is harmless).
     pub async fn cleanup(&self) {
+        self.remove_uncommitted().await;
         let dir = self.staging_dir();
         let Ok(files) = self
             .dest
@@ -530,6 +603,15 @@ impl Publisher {
                 .into_iter()
                 .map(|f| (f.path.clone(), f))
                 .collect();
+            // A Delta table this run committed holds only this run's file now: the
+            // ones an older version added are no longer published (a VACUUM may
+            // delete them).
+            let tables: Vec<String> = self
+                .delta_versions
+                .lock()
+                .map(|v| v.values().map(|c| format!("{}/", c.table)).collect())
+                .unwrap_or_default();
+            files.retain(|path, _| !tables.iter().any(|t| path.starts_with(t.as_str())));
             for f in self.published.lock().map(|p| p.clone()).unwrap_or_default() {
                 files.insert(f.path.clone(), f);
             }

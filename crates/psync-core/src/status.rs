@@ -138,8 +138,18 @@ pub async fn status(dest: &Location, lease_timeout: Duration) -> Result<DestStat
     let mut problems = vec![];
     let mut staging = std::collections::BTreeSet::new();
     let mut found: BTreeMap<String, FileEntry> = BTreeMap::new();
+    // Folders that are Delta tables (Delta output): their logs say which files are live.
+    let delta_tables: std::collections::BTreeSet<String> = listed
+        .iter()
+        .filter_map(|(path, _)| {
+            path.split_once("/_delta_log/")
+                .map(|(t, _)| format!("{t}/"))
+        })
+        .collect();
     for (path, meta) in &listed {
-        if let Some(rest) = path.strip_prefix("_psync/tmp/") {
+        if path.contains("_delta_log/") {
+            // A Delta log's checkpoints are Parquet too, and no view.
+        } else if let Some(rest) = path.strip_prefix("_psync/tmp/") {
             staging.insert(rest.split('/').next().unwrap_or_default().to_string());
         } else if path.ends_with(".parquet") && !path.starts_with("_psync/state/") {
             found.insert(path.clone(), FileEntry::at(path, meta));
@@ -159,6 +169,12 @@ pub async fn status(dest: &Location, lease_timeout: Duration) -> Result<DestStat
         }
     }
     for path in found.into_keys() {
+        if delta_tables.iter().any(|t| path.starts_with(t.as_str())) {
+            // A file in a Delta table's folder that the last run did not publish: an
+            // older version's, or a killed run's that no commit names; no reader of
+            // the table's latest version sees it.
+            continue;
+        }
         files.push(ViewFile {
             path,
             state: if recorded.is_some() || last_run.is_none() {
@@ -181,6 +197,7 @@ pub async fn status(dest: &Location, lease_timeout: Duration) -> Result<DestStat
             off.join(", ")
         ));
     }
+    problems.extend(delta_ahead(dest).await?);
     let lock = lease::inspect(dest, lease_timeout).await?;
     let health = match &lock {
         Some(l) if !l.is_stale() => Health::Locked,
@@ -207,6 +224,36 @@ pub async fn status(dest: &Location, lease_timeout: Duration) -> Result<DestStat
         health,
         problems,
     })
+}
+
+/// Delta output: one line per view whose table is not at the version
+/// `_psync/views.json` names (a run stopped after committing it).
+async fn delta_ahead(dest: &Location) -> Result<Vec<String>> {
+    let Some(names) = read_json(dest, &["_psync", "views.json"]).await? else {
+        return Ok(vec![]);
+    };
+    let Some(views) = names.get("views").and_then(|v| v.as_object()) else {
+        return Ok(vec![]);
+    };
+    let mut out = vec![];
+    for (view, entry) in views {
+        let table = entry.get("table").and_then(|t| t.as_str());
+        let named = entry.get("version").and_then(|v| v.as_u64());
+        let (Some(table), Some(named)) = (table, named) else {
+            continue;
+        };
+        let path = dest.child(&table.split('/').collect::<Vec<_>>());
+        match psync_lake_io::delta::snapshot(dest, &path, &psync_lake_io::DeltaAt::Latest).await {
+            Ok(s) if s.version == named => {}
+            Ok(s) => out.push(format!(
+                "{view}: its Delta table is at version {}, _psync/views.json names {named} \
+                 (a run stopped after committing it; the next run completes the set)",
+                s.version
+            )),
+            Err(e) => out.push(format!("{view}: {e}")),
+        }
+    }
+    Ok(out)
 }
 
 /// `as recorded`, `changed`, `missing`, `not recorded`.

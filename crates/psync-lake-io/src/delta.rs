@@ -105,7 +105,7 @@ pub async fn snapshot(location: &Location, table: &Path, at: &DeltaAt) -> Result
 }
 
 /// `file:///abs/table/` or `s3://bucket/prefix/table/`: the kernel's table root.
-fn table_url(location: &Location, table: &Path) -> std::result::Result<Url, String> {
+pub(crate) fn table_url(location: &Location, table: &Path) -> std::result::Result<Url, String> {
     let base = location.store_url.as_str().trim_end_matches('/');
     let text = format!("{base}/{table}/");
     Url::parse(&text).map_err(|e| format!("not a table URL '{text}': {e}"))

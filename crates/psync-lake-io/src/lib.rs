@@ -7,12 +7,14 @@
 //! - [`Lake`]: the tables under a root, listed and footer-read once.
 //! - [`LakeTable`]: a table as a DataFusion `TableProvider` with a normalised schema.
 //! - [`delta`]: Delta tables, read at a version of their transaction log.
+//! - [`delta_out`]: views published as Delta tables, one version per run.
 //! - [`schema`]: the normalisation rules.
 
 mod adapter;
 pub mod azure;
 mod catalog;
 pub mod delta;
+pub mod delta_out;
 mod error;
 mod local;
 mod location;
