@@ -8,6 +8,8 @@ use anyhow::Context;
 use psync_core::status::{DestStatus, Health, file_state_word, status, verdict_word};
 use psync_lake_io::Location;
 
+use crate::size::human_bytes;
+
 /// Options of `status`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -129,13 +131,13 @@ fn render(s: &DestStatus) -> String {
             let segments: Vec<String> = st
                 .segments
                 .iter()
-                .map(|(t, (n, b))| format!("{t} {n} ({})", bytes(*b)))
+                .map(|(t, (n, b))| format!("{t} {n} ({})", human_bytes(*b)))
                 .collect();
             let _ = writeln!(
                 o,
                 "state        {} landed files processed ({}), by run {}; segments: {}",
                 st.files_processed,
-                bytes(st.bytes_processed),
+                human_bytes(st.bytes_processed),
                 st.run_id,
                 segments.join(", ")
             );
@@ -151,19 +153,4 @@ fn render(s: &DestStatus) -> String {
         let _ = writeln!(o, "  {p}");
     }
     o
-}
-
-fn bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

@@ -55,6 +55,13 @@ fn run_file(lake: &str, file: &Path, vars: &[(&str, &str)]) -> std::process::Out
     run(&args)
 }
 
+/// `query --source LAKE --format csv ARGS`, which must succeed: its stdout.
+fn csv(lake: &str, args: &[&str]) -> String {
+    let mut all = vec!["query", "--source", lake, "--format", "csv"];
+    all.extend_from_slice(args);
+    text(&run_ok(&all).stdout)
+}
+
 /// One CSV line per row after the header.
 fn csv_rows(csv: &str) -> Vec<Vec<String>> {
     csv.lines()
@@ -135,17 +142,15 @@ fn every_pack_query_runs_on_a_lake_with_other_trait_names() {
     copy_dir(&lake.join("tracks"), &lake.join("pages"));
     let source = lake.to_str().unwrap();
     // The person with the most merged segment_ids.
-    let who = run_ok(&[
-        "query",
-        "--source",
+    let who = csv(
         source,
-        "--format",
-        "csv",
-        "-c",
-        "SELECT canonical_segment_id FROM id_graph GROUP BY 1 \
+        &[
+            "-c",
+            "SELECT canonical_segment_id FROM id_graph GROUP BY 1 \
          ORDER BY count(*) DESC, 1 LIMIT 1",
-    ]);
-    let who = text(&who.stdout).lines().nth(1).unwrap().to_string();
+        ],
+    );
+    let who = who.lines().nth(1).unwrap().to_string();
     let results: std::collections::BTreeMap<String, String> =
         run_pack(source, &[("profile", &who), ("trait", "tier")])
             .into_iter()
@@ -232,54 +237,41 @@ fn a_missing_parameter_a_missing_table_and_an_unknown_query_each_give_one_line()
 #[test]
 fn run_and_set_in_the_shell_equal_the_command_line() {
     let s = sample();
-    let flags = run_ok(&[
-        "query",
-        "--source",
+    let flags = csv(
         &s,
-        "--format",
-        "csv",
-        "--run",
-        "trait_history",
-        "-v",
-        "profile=sid_000000b4",
-        "-v",
-        "trait=plan",
-    ]);
-    let set = run_ok(&[
-        "query",
-        "--source",
+        &[
+            "--run",
+            "trait_history",
+            "-v",
+            "profile=sid_000000b4",
+            "-v",
+            "trait=plan",
+        ],
+    );
+    let set = csv(
         &s,
-        "--format",
-        "csv",
-        "-c",
-        "\\set profile sid_000000b4",
-        "-c",
-        "\\run trait_history trait=plan",
-    ]);
-    assert_eq!(text(&flags.stdout), text(&set.stdout));
-    assert!(text(&flags.stdout).lines().count() >= 2);
+        &[
+            "-c",
+            "\\set profile sid_000000b4",
+            "-c",
+            "\\run trait_history trait=plan",
+        ],
+    );
+    assert_eq!(flags, set);
+    assert!(flags.lines().count() >= 2);
     // An ID given as type:value resolves to the same person.
-    let by_email = run_ok(&[
-        "query",
-        "--source",
+    let by_email = csv(
         &s,
-        "--format",
-        "csv",
-        "-c",
-        "\\run person_identifiers profile=email:user193@example.com",
-    ]);
-    let by_sid = run_ok(&[
-        "query",
-        "--source",
+        &[
+            "-c",
+            "\\run person_identifiers profile=email:user193@example.com",
+        ],
+    );
+    let by_sid = csv(
         &s,
-        "--format",
-        "csv",
-        "--run",
-        "person_identifiers",
-        "-v",
-        "profile=sid_000000b4",
-    ]);
-    assert_eq!(text(&by_email.stdout), text(&by_sid.stdout));
+        &["--run", "person_identifiers", "-v", "profile=sid_000000b4"],
+    );
+    assert_eq!(by_email, by_sid);
     // `\run` alone and `--run list` list the pack, with parameters.
     let list = text(&run_ok(&["query", "--source", &s, "-c", "\\run"]).stdout);
     for f in pack_files() {
@@ -426,39 +418,33 @@ fn o_writes_each_format_by_extension() {
 #[test]
 fn a_file_path_or_glob_is_a_table() {
     let glob = root().join("data/sample/tracks/**/*.parquet");
-    let by_path = run_ok(&[
-        "query",
-        "--source",
+    let by_path = csv(
         &sample(),
-        "--format",
-        "csv",
-        "-c",
-        &format!(
-            "SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM '{}'",
-            glob.display()
-        ),
-    ]);
-    let by_name = run_ok(&[
-        "query",
-        "--source",
+        &[
+            "-c",
+            &format!(
+                "SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM '{}'",
+                glob.display()
+            ),
+        ],
+    );
+    let by_name = csv(
         &sample(),
-        "--format",
-        "csv",
-        "-c",
-        "SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM tracks",
-    ]);
-    assert_eq!(text(&by_path.stdout), text(&by_name.stdout));
+        &[
+            "-c",
+            "SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM tracks",
+        ],
+    );
+    assert_eq!(by_path, by_name);
     let one = walk_first_parquet(&root().join("data/sample/id_graph_updates"));
-    let out = run_ok(&[
-        "query",
-        "--source",
+    let out = csv(
         &sample(),
-        "--format",
-        "csv",
-        "-c",
-        &format!("SELECT count(*) AS n FROM '{}'", one.display()),
-    ]);
-    let n: usize = text(&out.stdout).lines().nth(1).unwrap().parse().unwrap();
+        &[
+            "-c",
+            &format!("SELECT count(*) AS n FROM '{}'", one.display()),
+        ],
+    );
+    let n: usize = out.lines().nth(1).unwrap().parse().unwrap();
     assert!(n > 0);
 }
 

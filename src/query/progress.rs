@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::size::human_bytes;
+
 /// A statement's progress, shared by the query task, the printer and the ticker.
 #[derive(Clone, Default)]
 pub struct Progress {
@@ -82,7 +84,7 @@ impl Progress {
                 let _ = write!(
                     err,
                     "\r\x1b[2K{rows} rows, {} scanned · {:.1} s",
-                    human_bytes(bytes),
+                    human_bytes(bytes as u64),
                     started.elapsed().as_secs_f64()
                 );
                 let _ = err.flush();
@@ -128,20 +130,5 @@ fn clear(state: &mut State) {
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\r\x1b[2K");
         let _ = err.flush();
-    }
-}
-
-fn human_bytes(b: usize) -> String {
-    const UNITS: &[&str] = &["B", "KB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }
