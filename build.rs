@@ -6,7 +6,10 @@ use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-changed=queries");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
+    // Read at run time, not baked in with env!(): the target dir is shared by
+    // clones, and cargo may reuse a build script compiled in another clone.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest).join("queries");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .expect("the queries/ folder is part of the crate")
         .filter_map(|e| {
