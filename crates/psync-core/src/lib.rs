@@ -4,11 +4,11 @@
 //! - [`session`]: the `SessionContext` every command uses.
 //! - [`inputs`]: landed tables as the views read them.
 //! - [`views`]: one module per view.
-//! - [`publish`]: writing views so readers never see a partial one.
 //! - [`lease`]: the renewed claim a run holds on its destination.
 //! - [`stop`]: a signal's request that a run stop.
 //! - [`status`]: what a destination holds: last run, views, lease, state.
-//! - [`materialize`]: a whole run.
+//! - [`run`]: a whole run, a module per stage (plan, execute, stage, publish) and mode;
+//!   `materialize` and `publish` are its old paths.
 //! - [`incremental`]: what an incremental run saves and reads back.
 //! - [`catalog`]: the tables and views of the SQL shell.
 //! - [`verify`]: published views against a full recomputation.
@@ -29,9 +29,8 @@ mod host;
 pub mod incremental;
 pub mod inputs;
 pub mod lease;
-pub mod materialize;
 pub mod on_demand;
-pub mod publish;
+pub mod run;
 pub mod session;
 pub mod status;
 pub mod stop;
@@ -40,7 +39,10 @@ pub mod views;
 
 pub use error::{CoreError, Result};
 pub use lease::LeaseOptions;
-pub use materialize::{MaterializeOptions, OnChange, RunMode, RunReport, materialize};
+/// The run under its first name: `psync_core::materialize::...` paths keep working.
+pub use run as materialize;
+pub use run::publish;
+pub use run::{MaterializeOptions, OnChange, RunMode, RunReport, materialize};
 pub use session::{EngineOptions, locate, new_context, views_context};
 pub use stop::Stop;
 pub use views::View;

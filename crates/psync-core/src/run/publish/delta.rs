@@ -52,7 +52,7 @@ impl Publisher {
     /// Runs `df` and writes it into the folder of `target` (the view's Parquet
     /// path) under a name of its own, for [`Self::commit`] to add to the folder's
     /// Delta table.
-    pub(super) async fn stage_delta(
+    pub(in crate::run) async fn stage_delta(
         &self,
         name: &str,
         target: Path,

@@ -8,6 +8,8 @@
 //! ```
 //!
 //! A run that fails before the renames leaves every view folder as it was.
+//! Writing the staged files is [`super::stage`]'s (through [`super::execute`]);
+//! this module takes the lease, commits and records.
 //!
 //! With `--format delta` (see [`delta`]) each view is a Delta table instead: its
 //! file is written straight into the view's folder under a unique name and made
@@ -26,8 +28,6 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::config::TableParquetOptions;
-use datafusion::dataframe::DataFrameWriteOptions;
-use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload, UpdateVersion};
@@ -201,7 +201,8 @@ impl Publisher {
         &self.dest
     }
 
-    fn staging_dir(&self) -> Path {
+    /// The run's staging folder, `<dest>/_psync/tmp/<run>/`.
+    pub(super) fn staging_dir(&self) -> Path {
         self.dest.child(&["_psync", "tmp", &self.run_id])
     }
 
@@ -337,98 +338,10 @@ impl Publisher {
         signal
     }
 
-    /// Runs `df` and writes it to `view`'s staging file.
-    pub async fn stage(&self, view: &str, df: DataFrame) -> Result<Staged> {
-        self.stage_to(view, self.view_file(view), df).await
-    }
-
-    /// The folder of an incremental run's saved state.
-    pub fn state_dir(&self) -> Path {
-        self.dest.child(&["_psync", "state"])
-    }
-
-    /// Runs `df` and writes it to a staging file that [`Self::commit`] moves to
-    /// `<dest>/_psync/state/<table>/<run>.parquet`, a state segment; the commit
-    /// removes the segments it `replaces`.
-    pub async fn stage_state(
-        &self,
-        table: &str,
-        df: DataFrame,
-        replaces: Replaces,
-    ) -> Result<Staged> {
-        let target = self
-            .state_dir()
-            .join(table)
-            .join(format!("{}.parquet", self.run_id));
-        let mut staged = self
-            .stage_to(&format!("state/{table}/{}", self.run_id), target, df)
-            .await?;
-        match replaces {
-            Replaces::None => staged.replaces = false,
-            Replaces::All => staged.replaces = true,
-            Replaces::These(files) => {
-                staged.replaces = false;
-                staged.removes = files;
-            }
-        }
-        Ok(staged)
-    }
-
-    /// Runs `df` and writes it to a staging file named `name` that
-    /// [`Self::commit`] moves to `<dest>/<target...>` (the Personas views of a
-    /// space, `<dest>/<space>/<view>/<view>.parquet`; the health tables).
-    pub async fn stage_at(&self, name: &str, target: &[&str], df: DataFrame) -> Result<Staged> {
-        self.stage_to(name, self.dest.child(target), df).await
-    }
-
-    /// The staged file of `staged`, readable before it is committed.
-    pub fn staged_url(&self, staged: &Staged) -> String {
-        self.dest.url_of(&staged.staging)
-    }
-
     /// Whether `name` is a view's (not state, not a health table): only views
     /// become Delta tables.
-    fn is_view(name: &str) -> bool {
+    pub(super) fn is_view(name: &str) -> bool {
         !name.starts_with("state/") && !name.starts_with("health.")
-    }
-
-    async fn stage_to(&self, name: &str, target: Path, df: DataFrame) -> Result<Staged> {
-        let schema = Some(df.schema().inner().clone());
-        if self.format == OutputFormat::Delta && Self::is_view(name) {
-            return self.stage_delta(name, target, df, schema).await;
-        }
-        let file = format!("{name}.parquet");
-        let staging = file
-            .split('/')
-            .fold(self.staging_dir(), |p, part| p.join(part));
-        let url = self.dest.url_of(&staging);
-        if let Some(dir) = &self.dest.local_dir {
-            // DataFusion's writer does not create parent folders of a single file.
-            let mut local = dir.join("_psync").join("tmp").join(&self.run_id);
-            local.extend(name.split('/'));
-            local.pop();
-            std::fs::create_dir_all(&local).map_err(|e| CoreError::Publish {
-                url: local.display().to_string(),
-                message: e.to_string(),
-            })?;
-        }
-        let out = df
-            .write_parquet(
-                &url,
-                DataFrameWriteOptions::new().with_single_file_output(true),
-                Some(parquet_options()),
-            )
-            .await?;
-        Ok(Staged {
-            name: name.to_string(),
-            staging,
-            target,
-            rows: rows_written(&out),
-            replaces: true,
-            removes: vec![],
-            delta: false,
-            schema,
-        })
     }
 
     /// Makes staged files visible, one atomic rename each, and removes any other
