@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::config::TableParquetOptions;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload, UpdateVersion};
@@ -39,49 +38,9 @@ use crate::incremental::FileEntry;
 use crate::lease::{self, Lease, LeaseOptions};
 use crate::stop::Stop;
 
-/// Rows per row group: small enough for readers to parallelise, large enough to compress well.
-pub const ROW_GROUP_ROWS: usize = 256 * 1024;
-
-/// Columns of the published files whose values are (nearly) all distinct. A
-/// dictionary does not pay for them: the writer would fill one, overflow it and
-/// fall back to plain pages, slower and larger than plain pages from the start.
-pub const DISTINCT_COLUMNS: &[&str] = &[
-    "segment_id",
-    "canonical_segment_id",
-    "merged_to",
-    "external_id_value",
-    "external_id_hash",
-    "timestamp",
-];
-
-/// The Parquet settings of every published file (SPEC §5): zstd at level 1
-/// (levels 1 and 3 give files within 2% of each other here; level 1 writes
-/// faster), row groups of [`ROW_GROUP_ROWS`], no dictionary for [`DISTINCT_COLUMNS`].
-pub fn parquet_options() -> TableParquetOptions {
-    let mut o = TableParquetOptions::default();
-    o.global.compression = Some("zstd(1)".into());
-    o.global.max_row_group_size = ROW_GROUP_ROWS;
-    o.global.allow_single_file_parallelism = true;
-    for column in DISTINCT_COLUMNS {
-        let options = o
-            .column_specific_options
-            .entry(column.to_string())
-            .or_default();
-        options.dictionary_enabled = Some(false);
-    }
-    o
-}
-
-/// The row count DataFusion's writer reports.
-fn rows_written(out: &[datafusion::arrow::array::RecordBatch]) -> u64 {
-    out.first()
-        .and_then(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
-        })
-        .map_or(0, |a| a.value(0))
-}
+/// The Parquet settings of every published file are [`super::execute`]'s, which
+/// writes them; re-exported here under their first paths.
+pub use super::execute::{DISTINCT_COLUMNS, ROW_GROUP_ROWS, parquet_options};
 
 /// Which saved state segments a new segment replaces.
 #[derive(Debug, Clone)]

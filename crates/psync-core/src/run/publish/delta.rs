@@ -1,7 +1,7 @@
 //! Delta output (`--format delta`): each view a Delta table at `<dest>/<view>/`.
 //!
 //! ```text
-//! stage:  view ─► write_parquet ─► <dest>/<view>/part-00000-<run>.parquet   (no commit names it: invisible)
+//! stage:  view ─► execute::write_parquet ─► <dest>/<view>/part-00000-<run>.parquet   (no commit names it: invisible)
 //! commit: refusals first (a folder of the other format, a schema the table cannot take)
 //!         each view ─► <dest>/<view>/_delta_log/<v>.json   (PutMode::Create: whole or absent)
 //!         run record ─► _psync/views.json (conditional put, written last)
@@ -16,16 +16,16 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::DataFrame;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutPayload, UpdateVersion};
 use psync_lake_io::delta_out::{self, NewFile};
 use serde::Serialize;
 
-use super::{OutputFormat, Publisher, Staged, parquet_options, publish_err, rows_written};
+use super::{OutputFormat, Publisher, Staged, publish_err};
 use crate::error::{CoreError, Result};
 use crate::incremental::FileEntry;
+use crate::run::execute;
 
 /// The file naming the versions of one consistent snapshot of the views.
 pub const VIEWS_JSON: &str = "views.json";
@@ -81,18 +81,12 @@ impl Publisher {
         if let Ok(mut u) = self.uncommitted.lock() {
             u.push(file.clone());
         }
-        let out = df
-            .write_parquet(
-                &self.dest.url_of(&file),
-                DataFrameWriteOptions::new().with_single_file_output(true),
-                Some(parquet_options()),
-            )
-            .await?;
+        let rows = execute::write_parquet(df, &self.dest.url_of(&file)).await?;
         Ok(Staged {
             name: name.to_string(),
             staging: file,
             target: table,
-            rows: rows_written(&out),
+            rows,
             replaces: false,
             removes: vec![],
             delta: true,
