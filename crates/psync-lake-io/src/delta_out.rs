@@ -26,7 +26,9 @@ use delta_kernel::committer::FileSystemCommitter;
 use delta_kernel::engine::arrow_conversion::TryFromArrow;
 use delta_kernel::schema::{StructField, StructType};
 use delta_kernel::transaction::create_table::create_table;
-use delta_kernel::transaction::{CommitResult, CommittedTransaction, UpdateTableOperation};
+use delta_kernel::transaction::{
+    CommitResult, CommittedTransaction, Transaction, UpdateTableOperation,
+};
 use delta_kernel::{Engine, EngineData, FileMeta, Snapshot};
 use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
 use delta_kernel_default_engine::parquet::DataFileMetadata;
@@ -211,26 +213,33 @@ pub async fn commit_overwrite(
             for metadata in scan.scan_metadata(engine).map_err(describe)? {
                 txn.remove_files(metadata.map_err(describe)?.scan_files);
             }
-            let ws = txn.write_state().map_err(describe)?;
-            let context = ws.write_context_builder().build().map_err(describe)?;
-            txn.add_files(add_metadata(meta, file.rows, &context)?);
-            let done = committed(txn.commit(engine).map_err(describe)?)?;
-            checkpoint_now_and_then(engine, &done);
-            Ok(done.commit_version())
+            add_and_commit(txn, engine, meta, file.rows)
         } else {
-            let mut txn = create_table(root.as_str(), Arc::new(new), ENGINE_INFO, true)
+            let txn = create_table(root.as_str(), Arc::new(new), ENGINE_INFO, true)
                 .with_operation_parameters(parameters)
                 .build(engine, Box::new(FileSystemCommitter::new()))
                 .map_err(describe)?;
-            let ws = txn.write_state().map_err(describe)?;
-            let context = ws.write_context_builder().build().map_err(describe)?;
-            txn.add_files(add_metadata(meta, file.rows, &context)?);
-            let done = committed(txn.commit(engine).map_err(describe)?)?;
-            checkpoint_now_and_then(engine, &done);
-            Ok(done.commit_version())
+            add_and_commit(txn, engine, meta, file.rows)
         }
     })
     .await
+}
+
+/// Adds the one data file `meta` (of `rows` rows) to `txn` and commits it, with a
+/// checkpoint now and then; the version committed. One tail for creating and for
+/// updating a table: the kernel's two transaction kinds differ only in their state.
+fn add_and_commit<S>(
+    mut txn: Transaction<S>,
+    engine: &dyn Engine,
+    meta: FileMeta,
+    rows: u64,
+) -> std::result::Result<u64, String> {
+    let ws = txn.write_state().map_err(describe)?;
+    let context = ws.write_context_builder().build().map_err(describe)?;
+    txn.add_files(add_metadata(meta, rows, &context)?);
+    let done = committed(txn.commit(engine).map_err(describe)?)?;
+    checkpoint_now_and_then(engine, &done);
+    Ok(done.commit_version())
 }
 
 /// The columns of `new` that `old` lacks; an error naming the column when a column
