@@ -62,6 +62,26 @@ fn json(path: &Path) -> serde_json::Value {
 }
 
 /// The Delta version the run record names for `view`.
+/// The error of a Delta run of the sample into `dest` whose store suffers `fault`.
+fn failed_delta_run(dest: &Path, fault: crate::faults::Fault) -> String {
+    use crate::faults::{faulty, options, plain, runtime};
+    let mut opts = options(
+        sample().to_str().unwrap(),
+        dest.to_str().unwrap(),
+        std::time::Duration::from_secs(60),
+    );
+    opts.format = psync_core::publish::OutputFormat::Delta;
+    runtime()
+        .block_on(psync_core::materialize::materialize_at(
+            &opts,
+            plain(&sample()),
+            faulty(&plain(dest), fault),
+            &psync_core::materialize::NoProgress,
+        ))
+        .unwrap_err()
+        .to_string()
+}
+
 fn recorded_version(dest: &Path, view: &str) -> u64 {
     let record = json(&dest.join("_psync/last_run.json"));
     assert_eq!(record["format"], "delta");
@@ -193,8 +213,7 @@ fn delta_output_refuses_a_destination_of_the_other_format() {
 /// previous complete set; the next run completes the set.
 #[test]
 fn delta_output_a_failed_commit_leaves_views_json_at_the_last_complete_set() {
-    use crate::faults::{Fault, faulty, options, plain, runtime};
-    use psync_core::publish::OutputFormat;
+    use crate::faults::Fault;
 
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("delta");
@@ -214,26 +233,7 @@ fn delta_output_a_failed_commit_leaves_views_json_at_the_last_complete_set() {
             .count()
     };
 
-    let mut opts = options(
-        sample().to_str().unwrap(),
-        dest.to_str().unwrap(),
-        std::time::Duration::from_secs(60),
-    );
-    opts.format = OutputFormat::Delta;
-    let rt = runtime();
-    let failing = faulty(
-        &plain(&dest),
-        Fault::FailPutAt("profile_traits/_delta_log/".into()),
-    );
-    let err = rt
-        .block_on(psync_core::materialize::materialize_at(
-            &opts,
-            plain(&sample()),
-            failing,
-            &psync_core::materialize::NoProgress,
-        ))
-        .unwrap_err()
-        .to_string();
+    let err = failed_delta_run(&dest, Fault::FailPutAt("profile_traits/_delta_log/".into()));
     assert!(err.contains("profile_traits"), "{err}");
     let log = |view: &str, v: u64| dest.join(view).join(format!("_delta_log/{v:020}.json"));
     // Committed in order: id_graph, external_id_mapping, then profile_traits failed.
@@ -301,32 +301,12 @@ fn delta_output_writes_a_checkpoint_every_ten_versions() {
 /// fails naming it, its versions committed and named by the run record.
 #[test]
 fn delta_output_views_json_is_a_conditional_put() {
-    use crate::faults::{Fault, faulty, options, plain, runtime};
-    use psync_core::publish::OutputFormat;
+    use crate::faults::Fault;
 
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("delta");
-    let mut opts = options(
-        sample().to_str().unwrap(),
-        dest.to_str().unwrap(),
-        std::time::Duration::from_secs(60),
-    );
-    opts.format = OutputFormat::Delta;
-    let rt = runtime();
     for version in [0, 1] {
-        let racing = faulty(
-            &plain(&dest),
-            Fault::WriteBeforePutAt("_psync/views.json".into()),
-        );
-        let err = rt
-            .block_on(psync_core::materialize::materialize_at(
-                &opts,
-                plain(&sample()),
-                racing,
-                &psync_core::materialize::NoProgress,
-            ))
-            .unwrap_err()
-            .to_string();
+        let err = failed_delta_run(&dest, Fault::WriteBeforePutAt("_psync/views.json".into()));
         assert!(
             err.contains("views.json") && err.contains("changed by another writer"),
             "{err}"
