@@ -1,6 +1,5 @@
 //! `psync-lake`: current-state views from a Segment Profiles Sync lake.
 
-mod duration;
 mod engine;
 mod explain;
 mod generate;
@@ -67,7 +66,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(|| RedactingStderr)
+        .with_writer(|| psync_lake_io::azure::RedactingStderr)
         .with_target(false)
         .init();
     let result = match cli.command {
@@ -105,36 +104,8 @@ fn fail(e: anyhow::Error) -> ExitCode {
 }
 
 /// The error and its causes on one line, without repeating a cause already in the message.
-/// Standard error with SAS signatures redacted: log lines quote object_store's
-/// errors, whose request URLs carry a SAS (the subscriber writes a line at once).
-struct RedactingStderr;
-
-impl std::io::Write for RedactingStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let text = String::from_utf8_lossy(buf);
-        std::io::stderr().write_all(psync_lake_io::azure::redact(&text).as_bytes())?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
-    }
-}
-
 pub(crate) fn one_line(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    // A SAS travels in request URLs, which object_store's errors show.
-    psync_lake_io::azure::redact(&out.replace('\n', " "))
+    psync_core::error::one_line(e.as_ref())
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

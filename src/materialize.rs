@@ -54,7 +54,7 @@ pub struct Args {
     /// Rebuild the views as they stood at this instant (RFC 3339, e.g.
     /// 2024-05-01T00:00:00Z, or a date): only updates with timestamp <= it; rows
     /// with a NULL timestamp count as older. A full run; no state is saved.
-    #[arg(long, value_parser = parse_instant, conflicts_with = "mode")]
+    #[arg(long, value_parser = psync_core::parse::parse_instant, conflicts_with = "mode")]
     as_of: Option<i64>,
     /// Output format of the views.
     #[arg(long, value_enum, default_value = "parquet")]
@@ -83,7 +83,7 @@ pub struct Args {
     /// Another host's lease on the destination not renewed for this long is stale,
     /// and taken over (a lease of this host is taken over at once when its process
     /// is gone, and never while it runs). E.g. 60s, 2m.
-    #[arg(long, value_parser = crate::duration::parse_duration, default_value = "60s")]
+    #[arg(long, value_parser = psync_core::parse::parse_duration, default_value = "60s")]
     lease_timeout: std::time::Duration,
     /// The former name of --lease-timeout, in minutes.
     #[arg(long, hide = true, conflicts_with = "lease_timeout")]
@@ -139,23 +139,6 @@ impl Progress for Display {
             ));
         }
     }
-}
-
-/// Parses an instant: RFC 3339 (`2024-05-01T00:00:00Z`, any offset) or a date
-/// (midnight UTC), to µs since the epoch.
-pub(crate) fn parse_instant(s: &str) -> Result<i64, String> {
-    let t = s.trim();
-    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
-        return Ok(d.timestamp_micros());
-    }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
-        && let Some(midnight) = d.and_hms_opt(0, 0, 0)
-    {
-        return Ok(midnight.and_utc().timestamp_micros());
-    }
-    Err(format!(
-        "'{s}' is not an instant: use RFC 3339 (2024-05-01T00:00:00Z) or a date (2024-05-01)"
-    ))
 }
 
 /// Runs `materialize`.

@@ -12,7 +12,7 @@ pub struct SourceAtArgs {
     source_version: Option<u64>,
     /// Read every Delta table at its latest version committed at or before this
     /// instant (RFC 3339, e.g. 2024-05-01T00:00:00Z, or a date).
-    #[arg(long, value_name = "TIME", value_parser = crate::materialize::parse_instant)]
+    #[arg(long, value_name = "TIME", value_parser = psync_core::parse::parse_instant)]
     source_timestamp: Option<i64>,
 }
 

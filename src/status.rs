@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Another host's lease not renewed for this long counts as stale (as in materialize).
-    #[arg(long, value_parser = crate::duration::parse_duration, default_value = "60s")]
+    #[arg(long, value_parser = psync_core::parse::parse_duration, default_value = "60s")]
     lease_timeout: std::time::Duration,
     #[command(flatten)]
     store: crate::store::StoreArgs,

@@ -1,7 +1,5 @@
 //! Command-line settings of remote stores, shared by `materialize` and `query`.
 
-use std::time::Duration;
-
 use psync_lake_io::{AzureOptions, StoreOptions};
 
 /// S3 settings. The standard AWS environment is read first (AWS_ACCESS_KEY_ID,
@@ -78,10 +76,6 @@ impl StoreArgs {
             endpoint: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),
             allow_http: self.s3_allow_http.then_some(true),
-            retries: self.retries,
-            retry_timeout: Duration::from_secs(self.request_timeout.max(1) / 2 + 1),
-            timeout: Duration::from_secs(self.request_timeout.max(1)),
-            connect_timeout: Duration::from_secs(self.connect_timeout.max(1)),
             azure: AzureOptions {
                 account: self.azure.azure_account.clone(),
                 access_key: self.azure.azure_access_key.clone(),
@@ -89,6 +83,8 @@ impl StoreArgs {
                 endpoint: self.azure.azure_endpoint.clone(),
                 allow_http: self.azure.azure_allow_http.then_some(true),
             },
+            ..StoreOptions::default()
         }
+        .with_timeouts(self.retries, self.request_timeout, self.connect_timeout)
     }
 }

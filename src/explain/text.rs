@@ -7,7 +7,7 @@ use std::io::Write;
 use datafusion::arrow::array::RecordBatch;
 use psync_core::explain::column_texts;
 
-use super::Explanation;
+use psync_core::explain::Explanation;
 
 /// One column of collected rows as text ("" for NULL).
 fn column(batches: &[RecordBatch], name: &str) -> Vec<String> {

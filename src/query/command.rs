@@ -76,14 +76,14 @@ impl FromStr for Command {
                 let mut words = arg.split_whitespace();
                 let name = words.next().map(str::to_string);
                 let params = words
-                    .map(super::params::parse_var)
+                    .map(psync_core::sql::params::parse_var)
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Command::Run(name, params))
             }
             "\\set" if arg.is_empty() => Ok(Command::Set(None)),
             "\\set" => {
                 let (n, v) = arg.split_once(char::is_whitespace).unwrap_or((arg, ""));
-                let (n, v) = super::params::parse_var(&format!("{n}={}", v.trim()))?;
+                let (n, v) = psync_core::sql::params::parse_var(&format!("{n}={}", v.trim()))?;
                 Ok(Command::Set(Some((n, v))))
             }
             "\\unset" => Ok(Command::Unset(need("a variable name")?.to_string())),

@@ -8,7 +8,6 @@ use anyhow::{Context, anyhow, bail};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::DFParserBuilder;
 use futures::StreamExt;
 use psync_core::EngineOptions;
 use psync_core::catalog::Entry;
@@ -20,10 +19,10 @@ use tokio::runtime::Runtime;
 use super::command::{Command, HELP};
 use super::helper::{ShellHelper, is_complete};
 use super::output::Output;
-use super::params::{self, Vars};
+use super::pack;
 use super::print::{Format, Printer};
 use super::progress::Progress;
-use super::{pack, urls};
+use psync_core::sql::params::{self, Vars};
 
 /// The shell's state: the session, what it holds, and display settings.
 pub struct Shell {
@@ -51,12 +50,7 @@ enum Msg {
 impl Shell {
     /// Runs every statement of `sql`, stopping at the first failure.
     pub async fn run_sql(&mut self, sql: &str, out: &mut dyn Write) -> anyhow::Result<()> {
-        let sql = params::substitute(sql, &self.vars).map_err(|m| anyhow!("{m}"))?;
-        urls::register_stores(&self.ctx, &sql, &self.engine)?;
-        let statements = DFParserBuilder::new(sql.as_str())
-            .build()
-            .and_then(|mut p| p.parse_statements())
-            .map_err(|e| anyhow!("{}", psync_lake_io::root_message(&e)))?;
+        let statements = psync_core::sql::statements(&self.ctx, sql, &self.vars, &self.engine)?;
         for statement in statements {
             self.run_statement(statement, out).await?;
         }
@@ -76,10 +70,7 @@ impl Shell {
         let scanned = progress.as_ref().map(Progress::counters);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(4);
         let mut task = AbortOnDrop(tokio::spawn(async move {
-            let state = ctx.state();
-            let plan = state.statement_to_plan(statement).await?;
-            let df = ctx.execute_logical_plan(plan).await?;
-            let physical = df.create_physical_plan().await?;
+            let physical = psync_core::sql::physical_plan(&ctx, statement).await?;
             if let Some(scanned) = scanned {
                 scanned.watch(&physical);
             }
@@ -101,7 +92,7 @@ impl Shell {
         let (schema, rows, printer) = result?; // an error drops (aborts) the task
         match (&mut task.0).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => bail!("{}", friendly(&psync_lake_io::root_message(&e))),
+            Ok(Err(e)) => bail!("{}", psync_core::sql::query_error(&e)),
             Err(e) if e.is_panic() => {
                 bail!("internal error (this is a bug, please report it): {e}")
             }
@@ -276,17 +267,6 @@ impl Shell {
             .collect();
         (tables, columns)
     }
-}
-
-/// DataFusion's "table 'datafusion.public.tracks' not found", said of this lake.
-fn friendly(message: &str) -> String {
-    if let Some((_, rest)) = message.split_once("table '")
-        && let Some((name, _)) = rest.split_once("' not found")
-    {
-        let name = name.rsplit('.').next().unwrap_or(name);
-        return format!("this lake has no table '{name}' (\\d lists the tables it has)");
-    }
-    message.to_string()
 }
 
 /// A statement's task, aborted when dropped: when Ctrl-C drops the statement's

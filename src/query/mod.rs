@@ -3,13 +3,11 @@
 //! ```text
 //! exec     statements from -c / --run / -f / stdin / the prompt, one task per statement
 //! command  backslash commands (\d, \timing, \format, \i, \run, \set, \o, \?, \q)
-//! params   -v / \set variables, written :name, $name, :"name" in SQL
 //! pack     the query pack: queries/*.sql built into the binary
 //! helper   rustyline: statements end at ';', Tab completes names
 //! print    table / csv / json / ndjson to any io::Write
 //! stream_table  a table printed as its rows arrive, for long results
 //! output   \o FILE: results to .csv / .json / .ndjson / .txt / .parquet
-//! urls     'path/or/s3/glob.parquet' as a table: the stores of such paths
 //! progress the line on stderr of a statement running longer than a second
 //! ```
 
@@ -18,18 +16,13 @@ mod exec;
 mod helper;
 mod output;
 mod pack;
-mod params;
 mod print;
 mod progress;
 mod stream_table;
-mod urls;
 
+use psync_core::EngineOptions;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
-
-use psync_core::{EngineOptions, locate, new_context};
-use psync_lake_io::Lake;
 
 use crate::size::parse_size;
 use exec::Shell;
@@ -57,7 +50,7 @@ pub struct Args {
     runs: Vec<String>,
     /// Set a variable, written :NAME or $NAME in SQL (a string, or a number when
     /// the value is one) and :"NAME" for a column name (repeatable).
-    #[arg(short = 'v', long = "var", value_name = "NAME=VALUE", value_parser = params::parse_var)]
+    #[arg(short = 'v', long = "var", value_name = "NAME=VALUE", value_parser = psync_core::sql::params::parse_var)]
     vars: Vec<(String, String)>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
@@ -86,18 +79,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ..Default::default()
     };
     let rt = crate::engine::runtime(&engine)?;
-    // URL tables: `SELECT * FROM 'data/x/*.parquet'` reads files by path.
-    let ctx = new_context(&engine)?.enable_url_table();
-    let (lake, published) = rt.block_on(async {
-        let source = locate(&ctx, &a.source, &engine)?;
-        let lake = Lake::open_at(&ctx.state(), source, &a.source_at.at()).await?;
-        let published = match &a.dest {
-            Some(d) => Some(Lake::open(&ctx.state(), locate(&ctx, d, &engine)?).await?),
-            None => None,
-        };
-        Ok::<_, psync_lake_io::LakeError>((lake, published))
-    })?;
-    let entries = psync_core::catalog::register(&ctx, Arc::new(lake), published.as_ref())?;
+    let psync_core::sql::LakeSession { ctx, entries } = rt.block_on(psync_core::sql::open(
+        &a.source,
+        a.dest.as_deref(),
+        &a.source_at.at(),
+        &engine,
+    ))?;
     let interactive = exec::interactive(&a.commands, &a.files) && a.runs.is_empty();
     let mut shell = Shell {
         ctx,

@@ -91,7 +91,7 @@ mod tests {
         for q in all() {
             assert!(!q.title().is_empty(), "{} has no title comment", q.name);
             let declared: Vec<&str> = q.params().iter().map(|(n, _)| *n).collect();
-            let used = super::super::params::referenced(q.sql);
+            let used = psync_core::sql::params::referenced(q.sql);
             for name in &used {
                 assert!(
                     declared.contains(&name.as_str()),

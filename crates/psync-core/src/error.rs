@@ -72,5 +72,24 @@ pub(crate) fn publish_err(url: &str, e: object_store::Error) -> CoreError {
     }
 }
 
+/// An error and its causes on one line, without repeating a cause already in
+/// the message, SAS signatures redacted: what the CLI prints after `error: ` and
+/// the message of the Python package's exceptions.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    for cause in std::iter::successors(Some(e), |c| c.source()) {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    // A SAS travels in request URLs, which object_store's errors show.
+    psync_lake_io::azure::redact(&out.replace('\n', " "))
+}
+
 /// Result of core operations.
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;

@@ -11,10 +11,12 @@
 //!   `materialize` and `publish` are its old paths.
 //! - [`incremental`]: what an incremental run saves and reads back.
 //! - [`catalog`]: the tables and views of the SQL shell.
+//! - [`sql`]: the session and statements of `query` and the Python package.
 //! - [`verify`]: published views against a full recomputation.
 //! - [`extras`]: the Personas and `_resolved` views and the health report of a run.
 //! - [`health`]: the identity health tables.
 //! - [`blame`]: naming the landed file behind a query error.
+//! - [`parse`]: sizes, durations and instants given as text.
 //! - [`explain`]: one person: its merge tree, identifiers and trait sources.
 
 pub mod blame;
@@ -30,8 +32,10 @@ pub mod incremental;
 pub mod inputs;
 pub mod lease;
 pub mod on_demand;
+pub mod parse;
 pub mod run;
 pub mod session;
+pub mod sql;
 pub mod status;
 pub mod stop;
 pub mod verify;

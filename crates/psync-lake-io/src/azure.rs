@@ -436,6 +436,22 @@ impl ObjectStore for AzureStore {
     }
 }
 
+/// Standard error with SAS signatures redacted: log lines quote object_store's
+/// errors, whose request URLs carry a SAS (the subscriber writes a line at once).
+pub struct RedactingStderr;
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

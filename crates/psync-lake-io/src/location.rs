@@ -55,6 +55,21 @@ pub struct StoreOptions {
     pub azure: AzureOptions,
 }
 
+impl StoreOptions {
+    /// These options with `retries` and the timeouts given in whole seconds (as
+    /// `--request-timeout` / `--connect-timeout`): retrying one request gives up
+    /// after half its timeout (plus a second).
+    pub fn with_timeouts(self, retries: usize, request_secs: u64, connect_secs: u64) -> Self {
+        StoreOptions {
+            retries,
+            retry_timeout: Duration::from_secs(request_secs.max(1) / 2 + 1),
+            timeout: Duration::from_secs(request_secs.max(1)),
+            connect_timeout: Duration::from_secs(connect_secs.max(1)),
+            ..self
+        }
+    }
+}
+
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {

@@ -20,6 +20,7 @@
 //! unchanged on a few rows instead of the whole history.
 
 mod functions;
+mod report;
 mod sources;
 mod tree;
 
@@ -43,6 +44,7 @@ use crate::views::external_id_mapping;
 use crate::views::id_graph::{self, IdGraph};
 
 pub use functions::register;
+pub use report::{Explained, Explanation, explain, to_json};
 pub use sources::trait_sources_schema;
 pub use tree::{MERGE_TREE_NOTES, identifiers_schema, merge_tree_schema};
 

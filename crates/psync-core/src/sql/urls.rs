@@ -3,8 +3,9 @@
 //! the object store of each remote path in a statement known first, with the
 //! shell's store settings (`--s3-*`, `--azure-*`, the environment).
 
+use crate::error::{CoreError, Result};
+use crate::session::{EngineOptions, locate};
 use datafusion::prelude::SessionContext;
-use psync_core::{EngineOptions, locate};
 
 /// Schemes of the stores a path in a statement may name.
 const REMOTE: &[&str] = &[
@@ -17,20 +18,16 @@ const REMOTE: &[&str] = &[
 ///
 /// DataFusion expands globs in local paths only, so a remote path with a glob is
 /// an error that says what to write instead.
-pub fn register_stores(
-    ctx: &SessionContext,
-    sql: &str,
-    engine: &EngineOptions,
-) -> anyhow::Result<()> {
+pub fn register_stores(ctx: &SessionContext, sql: &str, engine: &EngineOptions) -> Result<()> {
     for literal in literals(sql) {
         let lower = literal.to_ascii_lowercase();
         if !REMOTE.iter().any(|s| lower.starts_with(s)) {
             continue;
         }
         if literal.contains(['*', '?', '[']) {
-            anyhow::bail!(
+            return Err(CoreError::Config(format!(
                 "'{literal}': globs work in local paths only; on a store, name a file or a folder ending in / (every file under it is read)"
-            );
+            )));
         }
         if let Err(e) = locate(ctx, &literal, engine) {
             tracing::debug!("'{literal}' is not a location: {e}");
