@@ -83,7 +83,8 @@ def python_rows(result):
 @pytest.mark.parametrize("query", PACK, ids=[q.stem for q in PACK])
 def test_every_pack_query_gives_the_cli_rows(lake, query):
     sql = query.read_text()
-    args = ["query", "--source", str(SAMPLE), "--format", "json", "-c", sql]
+    # `--command=`: a pack file starts with `--` comments, which clap would read as a flag.
+    args = ["query", "--source", str(SAMPLE), "--format", "json", f"--command={sql}"]
     for k, v in PARAMS.items():
         args += ["-v", f"{k}={v}"]
     p = cli(*args)
@@ -137,8 +138,8 @@ def test_capsules_without_pyarrow_imported_first():
         assert df.height == n and df.columns == ["segment_id", "canonical_segment_id"]
         assert tbl.to_polars().equals(df)
         assert "pyarrow" not in sys.modules, "polars needed pyarrow"
-        assert duckdb.sql("SELECT count(*) FROM tbl").fetchone()[0] == n
-        first = duckdb.sql("SELECT min(segment_id) FROM tbl").fetchone()[0]
+        assert duckdb.sql("SELECT count(*) FROM tbl").fetchall()[0][0] == n
+        first = duckdb.sql("SELECT min(segment_id) FROM tbl").fetchall()[0][0]
         assert first == df["segment_id"][0]
         import pyarrow as pa
         t = pa.table(tbl)

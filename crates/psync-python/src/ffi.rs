@@ -11,11 +11,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::TableType;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContextProvider;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{AggregateUDF, TableProviderFilterPushDown};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::prelude::{Expr, SessionContext};
 use datafusion_ffi::table_provider::FFI_TableProvider;
 use datafusion_ffi::udaf::FFI_AggregateUDF;
@@ -27,6 +30,9 @@ use tokio::runtime::Handle;
 struct InLakeSession {
     inner: Arc<dyn TableProvider>,
     ctx: SessionContext,
+    /// The lake's runtime: planning a view reads files and spawns tasks, and
+    /// the caller polls the scan from a thread of its own runtime.
+    runtime: Handle,
 }
 
 impl std::fmt::Debug for InLakeSession {
@@ -54,8 +60,17 @@ impl TableProvider for InLakeSession {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let state = self.ctx.state();
-        self.inner.scan(&state, projection, filters, limit).await
+        let (inner, state) = (Arc::clone(&self.inner), self.ctx.state());
+        let (projection, filters) = (projection.cloned(), filters.to_vec());
+        let scan = async move {
+            inner
+                .scan(&state, projection.as_ref(), &filters, limit)
+                .await
+        };
+        match self.runtime.spawn(scan).await {
+            Ok(plan) => Ok(Arc::new(Opaque(plan?))),
+            Err(e) => Err(DataFusionError::External(Box::new(e))),
+        }
     }
 
     fn supports_filters_pushdown(
@@ -63,6 +78,54 @@ impl TableProvider for InLakeSession {
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
         self.inner.supports_filters_pushdown(filters)
+    }
+}
+
+/// A plan of the lake shown to the caller without its children: its optimizer
+/// would otherwise rework a plan optimised under the lake's settings (the id
+/// graph on the build side of every join, in one partition).
+#[derive(Debug)]
+struct Opaque(Arc<dyn ExecutionPlan>);
+
+impl DisplayAs for Opaque {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PsyncLakeScan: {}", self.0.name())
+    }
+}
+
+impl ExecutionPlan for Opaque {
+    fn name(&self) -> &str {
+        "PsyncLakeScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.0.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.0.execute(partition, context)
     }
 }
 
@@ -87,6 +150,7 @@ impl TableExport {
         let provider = Arc::new(InLakeSession {
             inner: provider,
             ctx: ctx.clone(),
+            runtime: runtime.clone(),
         });
         TableExport {
             provider,

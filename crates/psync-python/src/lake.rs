@@ -109,6 +109,9 @@ fn open(
     at: &DeltaAt,
     engine: &EngineOptions,
 ) -> PyResult<LakeSession> {
+    // A local destination not written yet (the first `materialize` makes it)
+    // holds no views: they are computed on demand until then.
+    let dest = dest.filter(|d| !is_missing_folder(d));
     let (source, dest, at, engine) = (
         source.to_string(),
         dest.map(str::to_string),
@@ -120,6 +123,12 @@ fn open(
     wait(py, rt, work, OnSignal::Abort)?.map_err(|e| to_py(&e))
 }
 
+/// Whether `location` is a local folder that does not exist.
+fn is_missing_folder(location: &str) -> bool {
+    let path = location.strip_prefix("file://").unwrap_or(location);
+    !path.contains("://") && !std::path::Path::new(path).exists()
+}
+
 /// A JSON value (a run record, a comparison) as Python objects.
 fn json_to_py<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
     let text = serde_json::to_string(value).map_err(|e| config(e.to_string()))?;
@@ -129,6 +138,7 @@ fn json_to_py<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<B
 #[pymethods]
 impl Lake {
     #[new]
+    #[allow(clippy::too_many_arguments)] // one argument per keyword (CLI flag)
     #[pyo3(signature = (source, dest=None, *, threads=None, memory_limit=None, source_version=None, source_timestamp=None, **storage_options))]
     fn new(
         py: Python<'_>,

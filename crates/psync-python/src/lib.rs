@@ -27,6 +27,7 @@ use pyo3::types::{PyDict, PyList};
 /// Writes a deterministic synthetic lake under `dest` (the CLI's `generate`);
 /// returns `{"tables": [{"table", "rows", "files"}], "merges", "dropped_recursive"}`.
 #[pyfunction]
+#[allow(clippy::too_many_arguments)] // one argument per keyword (CLI flag)
 #[pyo3(signature = (dest, *, profiles=1000, traits=8, seed=1, rows_per_file=500_000, events=true, personas=true))]
 fn generate<'py>(
     py: Python<'py>,

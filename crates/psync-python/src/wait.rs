@@ -35,7 +35,9 @@ pub fn wait<T: Send + 'static>(
     let mut task = rt.spawn(work);
     let mut raised: Option<PyErr> = None;
     loop {
-        let done = py.detach(|| rt.block_on(tokio::time::timeout(SLICE, &mut task)));
+        // The timer is made inside the runtime: it needs its reactor.
+        let done =
+            py.detach(|| rt.block_on(async { tokio::time::timeout(SLICE, &mut task).await }));
         match done {
             Ok(Ok(result)) => {
                 return match (raised, &result) {
