@@ -212,3 +212,60 @@ def test_ctrl_c_stops_a_long_query_and_the_gil_is_free_meanwhile():
     assert 1.4 < float(seconds) < 5
     # The other thread ran while the query did: the GIL was released.
     assert int(ticks) > 50
+
+
+def test_a_stream_gives_the_rows_of_sql_batch_by_batch(lake):
+    q = "SELECT 1 AS a; SELECT segment_id, canonical_segment_id FROM id_graph ORDER BY segment_id"
+    whole = pa.table(lake.sql(q))
+    s = lake.stream(q)
+    assert s.column_names == ["segment_id", "canonical_segment_id"]
+    parts = [pa.table(b) for b in s]
+    assert len(parts) >= 1 and pa.concat_tables(parts).equals(whole)
+    assert list(s) == []  # read to its end: nothing more
+    # Through the C stream interface, in each reader.
+    assert pa.RecordBatchReader.from_stream(lake.stream(q)).read_all().equals(whole)
+    import polars as pl
+    import duckdb
+    assert pl.DataFrame(lake.stream(q)).equals(pl.DataFrame(lake.sql(q)))
+    st = lake.stream(q)
+    assert duckdb.sql("SELECT count(*) FROM st").fetchall()[0][0] == whole.num_rows
+    assert pa.table(lake.stream(q).read_all()).equals(whole)
+
+
+def test_a_stream_is_read_once_and_a_failure_is_the_clis_line(lake):
+    s = lake.stream("SELECT segment_id FROM id_graph")
+    pa.RecordBatchReader.from_stream(s).read_all()
+    with pytest.raises(ps.ConfigError, match="read once"):
+        pa.RecordBatchReader.from_stream(s)
+    with pytest.raises(ps.ConfigError, match="read once"):
+        s.read_all()
+    # Planning errors raise at once; errors while running raise from the read.
+    with pytest.raises(ps.QueryError):
+        lake.stream("SELECT * FROM nope")
+    bad = "SELECT arrow_cast('x' || segment_id, 'Int64') FROM id_graph WHERE segment_id = 'sid_00000001'"
+    with pytest.raises(ps.QueryError) as e:
+        list(lake.stream(bad))
+    p = cli("query", "--source", str(SAMPLE), "-c", bad)
+    assert p.returncode == 2 and p.stderr.strip() == f"error: {e.value}"
+    with pytest.raises(Exception, match="Cast error|cast"):
+        pa.RecordBatchReader.from_stream(lake.stream(bad)).read_all()
+
+
+def test_ctrl_c_stops_a_stream_being_read():
+    script = textwrap.dedent(f"""
+        import os, signal, threading, time
+        import psync_lake as ps
+        lake = ps.Lake({str(SAMPLE)!r}, threads=2)
+        s = lake.stream("SELECT sum(value % 7) FROM range(1000000000000)")
+        threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        t = time.monotonic()
+        try:
+            for batch in s:
+                print("finished")
+        except KeyboardInterrupt:
+            print("interrupted", round(time.monotonic() - t, 2))
+    """)
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    word, seconds = p.stdout.split()
+    assert word == "interrupted" and 1.4 < float(seconds) < 5

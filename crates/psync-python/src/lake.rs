@@ -9,7 +9,10 @@ use anyhow::Context;
 use datafusion::arrow::datatypes::Schema;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContextProvider;
-use datafusion::physical_plan::collect;
+use datafusion::physical_plan::{
+    EmptyRecordBatchStream, SendableRecordBatchStream, collect, execute_stream,
+};
+use datafusion::sql::parser::Statement;
 use psync_core::explain::{Explained, to_json};
 use psync_core::materialize::{MaterializeOptions, NoProgress};
 use psync_core::publish::OutputFormat;
@@ -25,6 +28,7 @@ use crate::errors::{Query, QueryError, UnknownIdError, config, to_py};
 use crate::ffi::{AggregateExport, TableExport};
 use crate::options;
 use crate::result::QueryResult;
+use crate::stream::QueryStream;
 use crate::wait::{OnSignal, wait};
 
 /// A Profiles Sync lake: its landed tables by name, and the views (from `dest`
@@ -49,6 +53,24 @@ pub struct Lake {
 }
 
 impl Lake {
+    /// The session, and the statements of `query` with `params` as its variables.
+    fn statements(
+        &self,
+        query: &str,
+        params: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<(Arc<LakeSession>, Vec<Statement>)> {
+        let mut vars = psync_core::sql::params::Vars::new();
+        if let Some(p) = params {
+            for (k, v) in p.iter() {
+                vars.insert(k.extract()?, v.str()?.to_cow()?.into_owned());
+            }
+        }
+        let session = self.session();
+        let statements = psync_core::sql::statements(&session.ctx, query, &vars, &self.engine)
+            .map_err(|e| QueryError::new_err(psync_core::error::one_line(&e)))?;
+        Ok((session, statements))
+    }
+
     fn session(&self) -> Arc<LakeSession> {
         match self.session.read() {
             Ok(s) => Arc::clone(&s),
@@ -197,15 +219,7 @@ impl Lake {
         query: &str,
         params: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<QueryResult> {
-        let mut vars = psync_core::sql::params::Vars::new();
-        if let Some(p) = params {
-            for (k, v) in p.iter() {
-                vars.insert(k.extract()?, v.str()?.to_cow()?.into_owned());
-            }
-        }
-        let session = self.session();
-        let statements = psync_core::sql::statements(&session.ctx, query, &vars, &self.engine)
-            .map_err(|e| QueryError::new_err(psync_core::error::one_line(&e)))?;
+        let (session, statements) = self.statements(query, params)?;
         let work = async move {
             let ctx = &session.ctx;
             let mut last = (Arc::new(Schema::empty()), vec![]);
@@ -224,6 +238,44 @@ impl Lake {
         let (schema, batches) =
             wait(py, &self.rt, work, OnSignal::Abort)?.map_err(|e| to_py(&e))?;
         Ok(QueryResult::new(schema, batches))
+    }
+
+    /// As [`Lake::sql`], but the last statement's rows come as they are computed,
+    /// read once (see `QueryStream`): for results larger than memory, or to start
+    /// on the first rows early. The statements before it run to the end first.
+    #[pyo3(signature = (query, params=None))]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        query: &str,
+        params: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<QueryStream> {
+        let (session, statements) = self.statements(query, params)?;
+        let work = async move {
+            let ctx = &session.ctx;
+            let n = statements.len();
+            let mut last: SendableRecordBatchStream =
+                Box::pin(EmptyRecordBatchStream::new(Arc::new(Schema::empty())));
+            for (i, statement) in statements.into_iter().enumerate() {
+                let run = async {
+                    let plan = psync_core::sql::physical_plan(ctx, statement).await?;
+                    if i + 1 < n {
+                        collect(plan, ctx.task_ctx()).await?;
+                        return Ok(None);
+                    }
+                    execute_stream(plan, ctx.task_ctx()).map(Some)
+                };
+                let stream = run
+                    .await
+                    .map_err(|e: DataFusionError| Query(psync_core::sql::query_error(&e)))?;
+                if let Some(s) = stream {
+                    last = s;
+                }
+            }
+            Ok(last)
+        };
+        let stream = wait(py, &self.rt, work, OnSignal::Abort)?.map_err(|e| to_py(&e))?;
+        Ok(QueryStream::start(Arc::clone(&self.rt), stream))
     }
 
     /// The tables and views a query can name, landed tables first: a list of

@@ -17,6 +17,7 @@ mod ffi;
 mod lake;
 mod options;
 mod result;
+mod stream;
 mod wait;
 
 use std::path::PathBuf;
@@ -98,6 +99,7 @@ fn psync_lake(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<lake::Lake>()?;
     m.add_class::<result::QueryResult>()?;
+    m.add_class::<stream::QueryStream>()?;
     m.add_class::<ffi::TableExport>()?;
     m.add_class::<ffi::AggregateExport>()?;
     m.add_function(wrap_pyfunction!(generate, m)?)?;

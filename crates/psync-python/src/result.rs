@@ -26,6 +26,11 @@ impl QueryResult {
     pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
         QueryResult { schema, batches }
     }
+
+    /// Its batches.
+    pub fn into_batches(self) -> Vec<RecordBatch> {
+        self.batches
+    }
 }
 
 #[pymethods]
