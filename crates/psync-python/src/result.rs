@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StructArray};
 use datafusion::arrow::datatypes::{Field, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 use pyo3_arrow::error::PyArrowResult;
@@ -33,6 +34,30 @@ impl QueryResult {
     }
 }
 
+/// `batches` of `schema` as an Arrow C stream in a PyCapsule: each batch is
+/// handed over as it comes, not copied (cast when `requested_schema` asks for
+/// other types).
+pub(crate) fn stream_capsule<'py>(
+    py: Python<'py>,
+    schema: &SchemaRef,
+    batches: impl Iterator<Item = Result<RecordBatch, ArrowError>> + Send + 'static,
+    requested_schema: Option<Bound<'py, PyCapsule>>,
+) -> PyArrowResult<Bound<'py, PyCapsule>> {
+    let arrays = batches.map(|b| Ok(Arc::new(StructArray::from(b?)) as ArrayRef));
+    let field = Field::new_struct("", schema.fields().clone(), false)
+        .with_metadata(schema.metadata().clone());
+    to_stream_pycapsule(
+        py,
+        Box::new(ArrayIterator::new(arrays, field.into())),
+        requested_schema,
+    )
+}
+
+/// The names of `schema`'s columns.
+pub(crate) fn column_names(schema: &SchemaRef) -> Vec<String> {
+    schema.fields().iter().map(|f| f.name().clone()).collect()
+}
+
 #[pymethods]
 impl QueryResult {
     /// The Arrow schema, as a PyCapsule (the Arrow C data interface).
@@ -48,15 +73,8 @@ impl QueryResult {
         py: Python<'py>,
         requested_schema: Option<Bound<'py, PyCapsule>>,
     ) -> PyArrowResult<Bound<'py, PyCapsule>> {
-        let arrays = self
-            .batches
-            .clone()
-            .into_iter()
-            .map(|b| Ok(Arc::new(StructArray::from(b)) as ArrayRef));
-        let field = Field::new_struct("", self.schema.fields().clone(), false)
-            .with_metadata(self.schema.metadata().clone());
-        let reader = Box::new(ArrayIterator::new(arrays, field.into()));
-        to_stream_pycapsule(py, reader, requested_schema)
+        let batches = self.batches.clone().into_iter().map(Ok);
+        stream_capsule(py, &self.schema, batches, requested_schema)
     }
 
     /// The number of rows.
@@ -68,11 +86,7 @@ impl QueryResult {
     /// The column names.
     #[getter]
     fn column_names(&self) -> Vec<String> {
-        self.schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect()
+        column_names(&self.schema)
     }
 
     fn __len__(&self) -> usize {

@@ -6,20 +6,20 @@
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StructArray};
-use datafusion::arrow::datatypes::{Field, SchemaRef};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::StreamExt;
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 use pyo3_arrow::error::PyArrowResult;
-use pyo3_arrow::ffi::{ArrayIterator, to_schema_pycapsule, to_stream_pycapsule};
+use pyo3_arrow::ffi::to_schema_pycapsule;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
 use crate::errors::{Query, QueryError, config};
-use crate::result::QueryResult;
+use crate::result::{QueryResult, column_names, stream_capsule};
 
 /// Batches computed ahead of the consumer.
 const AHEAD: usize = 2;
@@ -71,11 +71,6 @@ impl QueryStream {
             )),
         }
     }
-
-    fn field(&self) -> Field {
-        Field::new_struct("", self.schema.fields().clone(), false)
-            .with_metadata(self.schema.metadata().clone())
-    }
 }
 
 /// The next item, waiting for it on this thread; on a thread of some tokio
@@ -114,12 +109,9 @@ impl QueryStream {
         requested_schema: Option<Bound<'py, PyCapsule>>,
     ) -> PyArrowResult<Bound<'py, PyCapsule>> {
         let mut rx = self.receiver()?.take().ok_or_else(consumed)?;
-        let arrays = std::iter::from_fn(move || recv_blocking(&mut rx)).map(|item| match item {
-            Ok(b) => Ok(Arc::new(StructArray::from(b)) as ArrayRef),
-            Err(message) => Err(ArrowError::ExternalError(Box::new(Query(message)))),
-        });
-        let reader = Box::new(ArrayIterator::new(arrays, self.field().into()));
-        to_stream_pycapsule(py, reader, requested_schema)
+        let batches = std::iter::from_fn(move || recv_blocking(&mut rx))
+            .map(|item| item.map_err(|m| ArrowError::ExternalError(Box::new(Query(m)))));
+        stream_capsule(py, &self.schema, batches, requested_schema)
     }
 
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -176,11 +168,7 @@ impl QueryStream {
     /// The column names.
     #[getter]
     fn column_names(&self) -> Vec<String> {
-        self.schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect()
+        column_names(&self.schema)
     }
 
     fn __repr__(&self) -> String {
